@@ -1,0 +1,156 @@
+//! The hand-written switch of `arch/x86_64.s` and `arch/i686.s`.
+
+use super::EntryFn;
+use std::cell::Cell;
+
+#[cfg(target_arch = "x86_64")]
+std::arch::global_asm!(include_str!("../../arch/x86_64.s"), options(att_syntax));
+#[cfg(target_arch = "x86")]
+std::arch::global_asm!(include_str!("../../arch/i686.s"), options(att_syntax));
+
+extern "C" {
+    /// `arch/*.s`: save the running context, store its stack pointer in
+    /// `*save_sp`, resume the context whose saved stack pointer is `new_sp`.
+    fn procrt_switch(save_sp: *mut usize, new_sp: usize);
+    /// `arch/*.s`: the first code a fresh proc runs. Never called from Rust;
+    /// only its address is taken.
+    fn procrt_proc_entry();
+}
+
+/// Any context may switch straight to any other.
+pub(crate) const DIRECT_SWITCH: bool = true;
+
+/// Default MXCSR: all exceptions masked, round to nearest.
+const MXCSR_DEFAULT: u32 = 0x1f80;
+/// Default x87 control word: all exceptions masked, 64-bit precision, round
+/// to nearest.
+const FPU_CW_DEFAULT: u32 = 0x037f;
+
+/// Words in a suspended context's frame (see the diagrams in `arch/*.s`).
+#[cfg(target_arch = "x86_64")]
+const FRAME_WORDS: usize = 9;
+#[cfg(target_arch = "x86")]
+const FRAME_WORDS: usize = 8;
+
+/// A suspended context: the stack pointer `procrt_switch` stored for it.
+///
+/// The running context's `sp` is stale; it is written by the switch that
+/// suspends it.
+#[derive(Debug, Default)]
+pub(crate) struct Context {
+    /// Saved stack pointer of the suspended context; 0 before the first
+    /// switch away from it.
+    sp: Cell<usize>,
+}
+
+impl Context {
+    /// A context for the code that is running now (the scheduler's own
+    /// stack): it gets its state when it first switches away.
+    pub(crate) fn current() -> Self {
+        Self::default()
+    }
+
+    /// Lays out a fresh proc on the stack below `top`, so that the first
+    /// [`switch`] into it calls `entry(arg)` with the stack limit slot set to
+    /// `limit`.
+    ///
+    /// # Safety
+    ///
+    /// `top` must be 16-byte aligned, and the `FRAME_WORDS` words below it
+    /// must be writable memory of a stack that nothing else uses.
+    pub(crate) unsafe fn prepare(top: usize, limit: usize, entry: EntryFn, arg: *mut u8) -> Self {
+        debug_assert_eq!(top % 16, 0, "proc stack top not 16-byte aligned");
+        let w = std::mem::size_of::<usize>();
+        let sp = top - FRAME_WORDS * w;
+        let frame = sp as *mut usize;
+        let fp_ctrl = MXCSR_DEFAULT as u64 | ((FPU_CW_DEFAULT as u64) << 32);
+        #[cfg(target_arch = "x86_64")]
+        let words: [usize; FRAME_WORDS] = [
+            fp_ctrl as usize,
+            limit,
+            0,                                  // r15
+            0,                                  // r14
+            0,                                  // r13
+            arg as usize,                       // r12
+            entry as usize,                     // rbx
+            0,                                  // rbp
+            procrt_proc_entry as usize,         // return address
+        ];
+        #[cfg(target_arch = "x86")]
+        let words: [usize; FRAME_WORDS] = [
+            fp_ctrl as u32 as usize,            // MXCSR
+            (fp_ctrl >> 32) as usize,           // x87 CW
+            limit,
+            0,                                  // edi
+            arg as usize,                       // esi
+            entry as usize,                     // ebx
+            0,                                  // ebp
+            procrt_proc_entry as usize,         // return address
+        ];
+        // SAFETY: the caller guarantees the FRAME_WORDS words below `top`
+        // are ours to write; `sp` is word-aligned because `top` is.
+        unsafe { std::ptr::copy_nonoverlapping(words.as_ptr(), frame, FRAME_WORDS) };
+        Context { sp: Cell::new(sp) }
+    }
+}
+
+/// Suspends the running context into `from` and resumes `to`. Returns when
+/// some context switches back to `from`.
+///
+/// Never inlined: `procrt_switch` must have exactly one call site so that
+/// its `ret` lands where the return-stack buffer predicts (see `arch/*.s`).
+///
+/// # Safety
+///
+/// `from` must describe the running context, `to` a suspended one (prepared
+/// or switched away from) whose stack is still alive, and neither may be
+/// moved or freed while suspended.
+#[inline(never)]
+pub(crate) unsafe fn switch(from: &Context, to: &Context) {
+    // SAFETY: per this function's contract `to.sp` is the saved stack
+    // pointer of a live suspended context; `from.sp` is a valid place to
+    // store ours. procrt_switch preserves every callee-saved register, so to
+    // the compiler it is an ordinary call.
+    unsafe { procrt_switch(from.sp.as_ptr(), to.sp.get()) }
+}
+
+/// Reads the split-stack limit slot of this thread's TCB.
+#[inline(always)]
+pub(crate) fn stack_limit() -> usize {
+    let v: usize;
+    // SAFETY: on x86_64 glibc, %fs points at the thread's TCB and 0x70 is
+    // `__private_ss`, a word reserved for split-stack limits; reading it
+    // has no side effects.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::asm!("mov {}, qword ptr fs:[0x70]", out(reg) v, options(nostack, readonly, preserves_flags))
+    };
+    // SAFETY: on i386 glibc, %gs points at the thread's TCB and 0x30 is
+    // `__private_ss`; reading it has no side effects.
+    #[cfg(target_arch = "x86")]
+    unsafe {
+        std::arch::asm!("mov {}, dword ptr gs:[0x30]", out(reg) v, options(nostack, readonly, preserves_flags))
+    };
+    v
+}
+
+/// Writes the split-stack limit slot of this thread's TCB.
+///
+/// # Safety
+///
+/// `limit` must describe the stack that is running (or be 0, "no limit
+/// known"): split-stack code trusts it.
+#[inline(always)]
+pub(crate) unsafe fn set_stack_limit(limit: usize) {
+    // SAFETY: `__private_ss` (%fs:0x70) is reserved for exactly this value;
+    // glibc itself never reads it.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::asm!("mov qword ptr fs:[0x70], {}", in(reg) limit, options(nostack, preserves_flags))
+    };
+    // SAFETY: `__private_ss` (%gs:0x30) is reserved for exactly this value.
+    #[cfg(target_arch = "x86")]
+    unsafe {
+        std::arch::asm!("mov dword ptr gs:[0x30], {}", in(reg) limit, options(nostack, preserves_flags))
+    };
+}

@@ -1,0 +1,46 @@
+//! procrt: cheap green threads ("procs") on segmented stacks under a
+//! single-threaded scheduler.
+//!
+//! ```
+//! use procrt::{spawn, yield_now};
+//!
+//! let total = procrt::run(|| {
+//!     let workers: Vec<_> = (0..4u64)
+//!         .map(|i| spawn(move || { yield_now(); i * 10 }).unwrap())
+//!         .collect();
+//!     workers.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+//! });
+//! assert_eq!(total, 60);
+//! ```
+//!
+//! A proc is a control block plus a stack segment taken from a buddy
+//! allocator over one big reservation of address space. Procs on one OS
+//! thread are switched by hand-written assembly (`arch/x86_64.s`,
+//! `arch/i686.s`) under one scheduler; closures need not be `Send`. A panic
+//! in a proc is that proc's own: it reaches whoever joins it. A proc that
+//! overflows its segment hits a guard page, and the process ends with a
+//! message naming the proc.
+//!
+//! The layers, lowest first: [`arch`](crate) (the switch), [`stack`] (the
+//! segment pool), the scheduler ([`Runtime`], [`spawn`], [`park`]).
+
+#![warn(missing_docs)]
+
+mod arch;
+mod error;
+mod sched;
+pub mod stack;
+
+pub use error::{BuildError, JoinError, SpawnError, SpawnErrorKind};
+pub use sched::{
+    current, park, run, spawn, try_current, unparker, yield_now, Builder, JoinHandle, ProcId,
+    ProcInfo, Runtime, RuntimeBuilder, Unparker,
+};
+
+/// Corrupted runtime state: print a named failure and abort. Never returns,
+/// never unwinds (unwinding through a broken scheduler would make it worse).
+#[cold]
+pub(crate) fn fatal(args: std::fmt::Arguments<'_>) -> ! {
+    eprintln!("procrt: fatal: {args}");
+    std::process::abort()
+}

@@ -1,0 +1,93 @@
+//! Procs and the single-threaded scheduler.
+//!
+//! # Design
+//!
+//! A proc is a control block ([`proc::Proc`]) plus a stack segment. The
+//! control block lives in one heap allocation together with the proc's
+//! typed result slot, counted by hand between the runtime, the proc's
+//! `JoinHandle` and its `Unparker`s. The closure is not boxed: spawn writes
+//! it at the top of the proc's fresh segment and lays the first switch frame
+//! below it, so a spawn costs one small allocation and, with a warm segment
+//! cache, no system call.
+//!
+//! One OS thread runs one runtime. Switching is *direct*: a proc that blocks
+//! picks the next runnable proc itself and switches straight to it (one
+//! switch, not two through a scheduler stack); only when nothing is runnable
+//! does it switch to the thread's own stack, where `block_on` waits. A proc
+//! that ends cannot free the stack it runs on, so it leaves itself as the
+//! runtime's *zombie*, and whichever context runs next reaps it.
+//!
+//! ## Scheduling policy
+//!
+//! Two queues:
+//! - **LIFO** for procs that were spawned or woken: pushed and popped at the
+//!   front. `spawn` from a proc goes further and starts the child at once,
+//!   the parent waiting at the LIFO front. Fan-out therefore runs
+//!   depth-first: in skynet (a 10-ary tree of a million leaves) a parent's
+//!   child runs to completion, or to its first block, before the next child
+//!   is spawned, so the live stacks are about one root-to-leaf path, not a
+//!   million (the note's frugality; a FIFO here would hold every leaf's
+//!   stack at once and hit `vm.max_map_count` in guarded mode).
+//! - **FIFO** for procs that yielded: pushed at the back.
+//!
+//! The next proc is the LIFO front, except that after 61 consecutive LIFO
+//! picks one pick goes to the FIFO's head, or, if no proc yielded, to the
+//! oldest started proc at the LIFO's back. So a proc that yields runs again
+//! within 62 picks whatever the others do (round robin among yielders), and
+//! a busy ping-pong pair cannot starve a woken proc forever.
+//!
+//! Rejected: Go's single `runnext` slot plus FIFO: it runs fan-out
+//! breadth-first (every leaf of skynet spawned before the first one ends);
+//! a spawn that only queues the child: a proc spawning 100k children before
+//! joining any holds 100k stacks.
+//!
+//! ## Cancellation
+//!
+//! Dropping a runtime marks every live proc cancelled and resumes each
+//! started one; the blocking call it was in (`park`, `yield_now`, `join`,
+//! `spawn`) raises a private panic payload that unwinds its stack to the
+//! proc's base, where it is recorded as [`JoinError::Cancelled`](crate::JoinError).
+
+mod handle;
+mod proc;
+mod runtime;
+
+pub use handle::{
+    current, park, run, spawn, try_current, unparker, yield_now, Builder, JoinHandle, ProcInfo,
+    Unparker,
+};
+pub use proc::ProcId;
+pub use runtime::{Runtime, RuntimeBuilder};
+
+use crate::stack::SignalBuf;
+use std::fmt::Write as _;
+
+/// The stack layer's overflow [`Reporter`](crate::stack::Reporter): is
+/// `addr` the guard page of the running proc's segment? Runs in a signal
+/// handler: reads thread-locals and the control block, allocates nothing.
+pub(crate) fn report_overflow(addr: usize, out: &mut [u8]) -> Option<usize> {
+    let rt = runtime::rt_ptr();
+    if rt.is_null() {
+        return None;
+    }
+    // SAFETY: non-null CURRENT_RT: the runtime is alive on this thread.
+    let me = unsafe { (*rt).current() }?;
+    let p = me.get();
+    let seg = p.segment.get()?;
+    let (lo, hi) = seg.guard_range();
+    if addr < lo || addr >= hi {
+        return None;
+    }
+    let mut w = SignalBuf::new(out);
+    let _ = write!(w, "procrt: stack overflow in proc {}", p.id);
+    if let Some(name) = &p.name {
+        let _ = write!(w, " '{name}'");
+    }
+    let _ = writeln!(
+        w,
+        ": guard page hit at {addr:#x}, below its {}-byte segment ({} bytes usable); aborting",
+        seg.size(),
+        seg.usable()
+    );
+    Some(w.len())
+}

@@ -1,0 +1,277 @@
+//! The proc control block and the code a proc starts and ends in.
+
+use super::runtime::{rt_ptr, Rt};
+use crate::arch::Context;
+use crate::error::JoinError;
+use crate::stack::Segment;
+use std::cell::{Cell, UnsafeCell};
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
+use std::rc::Rc;
+
+/// A proc's identity, unique within its process for the process's lifetime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProcId(pub(crate) u64);
+
+impl ProcId {
+    /// The number behind the id.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ProcId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Where a proc is in its life.
+///
+/// # State
+/// ```text
+///   spawn ──> Runnable ──pick──> Running ──yield/wake──> Runnable
+///                                   │  └──park──> Parked ──unpark──> Runnable
+///                                   └──returns/panics──> Done
+/// ```
+/// A runtime's drop moves every proc to `Done`, unwinding the started ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    /// In one of the run queues.
+    Runnable,
+    /// On the CPU.
+    Running,
+    /// Waiting for an unpark.
+    Parked,
+    /// Finished; its result is in the result slot.
+    Done,
+}
+
+/// The panic payload that unwinds a proc when its runtime is dropped.
+pub(crate) struct Cancelled;
+
+/// The control block. Lives in a heap allocation shared (by manual count)
+/// between the runtime, the proc's `JoinHandle` and its `Unparker`s; the
+/// typed result slot follows it (`ProcCell<T>`).
+#[repr(C)]
+pub(crate) struct Proc {
+    /// Owners of this allocation: the runtime while the proc is live, the
+    /// join handle, each unparker.
+    refs: Cell<usize>,
+    /// Type-specific operations on the allocation.
+    vtable: &'static ProcVTable,
+    /// The proc's id.
+    pub(crate) id: ProcId,
+    /// The proc's name, if it was given one.
+    pub(crate) name: Option<Rc<str>>,
+    /// Where the proc is in its life.
+    pub(crate) state: Cell<State>,
+    /// The saved context while the proc is not running.
+    pub(crate) ctx: Context,
+    /// The segment it runs on; `None` once released.
+    pub(crate) segment: Cell<Option<Segment>>,
+    /// The runtime it belongs to. Valid while `state != Done`.
+    pub(crate) rt: *const Rt,
+    /// An unpark arrived while the proc was not parked (the park token).
+    pub(crate) notified: Cell<bool>,
+    /// The runtime is being dropped: unwind at the next blocking point.
+    pub(crate) cancel: Cell<bool>,
+    /// The proc has begun running its closure.
+    pub(crate) started: Cell<bool>,
+    /// Blocked while cancelled and already unwinding: abandoned by drop.
+    pub(crate) stuck: Cell<bool>,
+    /// The proc waiting in `join` for this one.
+    pub(crate) joiner: Cell<Option<ProcRef>>,
+    /// The closure, on the proc's stack, until the proc starts.
+    pub(crate) closure: Cell<*mut u8>,
+    /// Index in the runtime's table of live procs.
+    pub(crate) slot: Cell<usize>,
+}
+
+/// Operations that depend on the closure and result types.
+pub(crate) struct ProcVTable {
+    /// Drops a closure that never ran.
+    pub(crate) drop_closure: unsafe fn(*mut u8),
+    /// Stores `Err(e)` in the result slot.
+    pub(crate) set_error: unsafe fn(NonNull<Proc>, JoinError),
+    /// Frees the allocation.
+    pub(crate) dealloc: unsafe fn(NonNull<Proc>),
+}
+
+/// The allocation behind a proc: control block, then result slot.
+#[repr(C)]
+pub(crate) struct ProcCell<T> {
+    /// Must stay first: a `NonNull<Proc>` is a `NonNull<ProcCell<T>>`.
+    pub(crate) proc: Proc,
+    /// The proc's outcome, written once when it ends.
+    pub(crate) result: UnsafeCell<Option<Result<T, JoinError>>>,
+}
+
+/// A counted-by-hand pointer to a live `Proc` allocation. Copying it does
+/// not count; [`ProcRef::retain`] and [`ProcRef::release`] do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProcRef(pub(crate) NonNull<Proc>);
+
+impl ProcRef {
+    /// The control block.
+    ///
+    /// The lifetime is not tied to `self` (a `ProcRef` is a copyable
+    /// pointer); it is as long as some count is held, which every caller
+    /// ensures (the runtime's for queue entries and `current`, a handle's
+    /// for its own).
+    #[inline(always)]
+    pub(crate) fn get<'a>(self) -> &'a Proc {
+        // SAFETY: a ProcRef is only made from an allocation whose count is
+        // held by someone for as long as the ProcRef is used.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// Adds an owner.
+    pub(crate) fn retain(self) -> Self {
+        let p = self.get();
+        p.refs.set(p.refs.get() + 1);
+        self
+    }
+
+    /// Drops an owner; frees the allocation with the last one.
+    ///
+    /// # Safety
+    ///
+    /// The caller owned one count and does not use `self` afterwards.
+    pub(crate) unsafe fn release(self) {
+        let p = self.get();
+        let n = p.refs.get() - 1;
+        p.refs.set(n);
+        if n == 0 {
+            let dealloc = p.vtable.dealloc;
+            // SAFETY: that was the last owner.
+            unsafe { dealloc(self.0) };
+        }
+    }
+}
+
+/// The vtable of a proc running a closure `F` that returns `T`.
+struct VTableOf<F, T>(std::marker::PhantomData<(F, T)>);
+
+impl<F: FnOnce() -> T, T: 'static> VTableOf<F, T> {
+    /// One static table per `(F, T)`: `&Self::VTABLE` is promoted.
+    const VTABLE: ProcVTable = ProcVTable {
+        drop_closure: Self::drop_closure,
+        set_error: Self::set_error,
+        dealloc: Self::dealloc,
+    };
+
+    unsafe fn drop_closure(c: *mut u8) {
+        // SAFETY: `c` points at the `F` spawn wrote (caller's contract).
+        unsafe { std::ptr::drop_in_place(c.cast::<F>()) };
+    }
+
+    unsafe fn set_error(p: NonNull<Proc>, e: JoinError) {
+        let cell = p.cast::<ProcCell<T>>();
+        // SAFETY: `p` heads a ProcCell<T> (the vtable is chosen with T); the
+        // slot is only written by its proc's end, which has not come.
+        unsafe { *(*cell.as_ptr()).result.get() = Some(Err(e)) };
+    }
+
+    unsafe fn dealloc(p: NonNull<Proc>) {
+        // SAFETY: the allocation was made by Box::new(ProcCell<T>) in
+        // new_proc.
+        drop(unsafe { Box::from_raw(p.cast::<ProcCell<T>>().as_ptr()) });
+    }
+}
+
+/// Makes the allocation for a proc running `F`. Returns it with two counts:
+/// the runtime's and the join handle's.
+pub(crate) fn new_proc<F: FnOnce() -> T, T: 'static>(
+    id: ProcId,
+    name: Option<Rc<str>>,
+    rt: *const Rt,
+    ctx: Context,
+    segment: Segment,
+    closure: *mut u8,
+) -> ProcRef {
+    let cell = Box::new(ProcCell::<T> {
+        proc: Proc {
+            refs: Cell::new(2),
+            vtable: &VTableOf::<F, T>::VTABLE,
+            id,
+            name,
+            state: Cell::new(State::Runnable),
+            ctx,
+            segment: Cell::new(Some(segment)),
+            rt,
+            notified: Cell::new(false),
+            cancel: Cell::new(false),
+            started: Cell::new(false),
+            stuck: Cell::new(false),
+            joiner: Cell::new(None),
+            closure: Cell::new(closure),
+            slot: Cell::new(usize::MAX),
+        },
+        result: UnsafeCell::new(None),
+    });
+    ProcRef(NonNull::from(Box::leak(cell)).cast())
+}
+
+impl Proc {
+    /// Drops a closure that never ran (the runtime is being dropped).
+    ///
+    /// # Safety
+    ///
+    /// The proc never started and its segment is still live.
+    pub(crate) unsafe fn drop_unstarted(&self) {
+        let c = self.closure.replace(std::ptr::null_mut());
+        if !c.is_null() {
+            // SAFETY: `c` is the closure written at spawn and never read.
+            unsafe { (self.vtable.drop_closure)(c) };
+        }
+    }
+
+    /// Records `e` as the proc's outcome.
+    pub(crate) fn set_error(&self, e: JoinError) {
+        // SAFETY: `self` heads its ProcCell; the vtable matches its type.
+        unsafe { (self.vtable.set_error)(NonNull::from(self), e) };
+    }
+}
+
+/// Where a fresh proc's context lands: runs the closure at `arg` and ends the
+/// proc. Monomorphised per closure type; its address goes into the proc's
+/// first frame.
+///
+/// # Safety
+///
+/// Only entered by the first switch into a proc whose stack holds a `F` at
+/// `arg` and whose allocation is a `ProcCell<T>`.
+pub(crate) unsafe extern "C" fn proc_main<F, T>(arg: *mut u8) -> !
+where
+    F: FnOnce() -> T,
+    T: 'static,
+{
+    let rt = rt_ptr();
+    // SAFETY: a proc only runs inside its runtime's `block_on` (or drop),
+    // which keeps the thread-local pointer valid meanwhile.
+    let rt = unsafe { &*rt };
+    rt.after_switch();
+    let me = rt.current().expect("proc_main: no current proc");
+    let p = me.get();
+    p.started.set(true);
+    p.closure.set(std::ptr::null_mut());
+    // SAFETY: spawn wrote an `F` at `arg`; it is read exactly once, here.
+    let f = unsafe { std::ptr::read(arg.cast::<F>()) };
+    let outcome = catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        if payload.is::<Cancelled>() {
+            JoinError::Cancelled
+        } else {
+            JoinError::Panicked(payload)
+        }
+    });
+    let cell = me.0.cast::<ProcCell<T>>();
+    // SAFETY: the allocation is a ProcCell<T> (spawn made it so) and the
+    // runtime's count keeps it alive; only this proc writes its result.
+    unsafe { *(*cell.as_ptr()).result.get() = Some(outcome) };
+    // SAFETY: the proc's stack holds nothing that needs dropping any more
+    // (`f` and `outcome` are consumed), so it may be switched away from for
+    // good.
+    unsafe { rt.exit_current(me) }
+}

@@ -1,0 +1,700 @@
+//! The runtime: run queues, switching, spawn, exit, `block_on`, and drop.
+
+use super::proc::{new_proc, proc_main, Cancelled, ProcId, ProcRef, State};
+use super::JoinHandle;
+use crate::arch::{self, Context};
+use crate::error::{BuildError, JoinError, SpawnError, SpawnErrorKind};
+use crate::stack::{self, PoolConfig, PoolStats, StackPool};
+use std::cell::{Cell, UnsafeCell};
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// After this many consecutive picks from the LIFO end, the next pick is
+/// made from the yield queue (or the oldest started proc), so that no proc
+/// waits behind a busy chain forever. 61, like Go's global-queue check: a
+/// prime, so it does not resonate with loops of a round length.
+const FAIR_STREAK: u32 = 61;
+
+/// Rounds of resuming cancelled procs before a runtime's drop abandons the
+/// ones that still block.
+const CANCEL_ROUNDS: usize = 3;
+
+/// Process-wide proc id counter: ids are unique across runtimes.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The runtime running on this thread (inside `block_on` or `drop`).
+    static CURRENT_RT: Cell<*const Rt> = const { Cell::new(std::ptr::null()) };
+}
+
+/// The runtime running on this thread, or null.
+#[inline(always)]
+pub(crate) fn rt_ptr() -> *const Rt {
+    CURRENT_RT.with(|c| c.get())
+}
+
+/// Runs `f` with the runtime running on this thread.
+///
+/// # Panics
+///
+/// Outside any runtime, with a message naming `what`.
+#[inline(always)]
+pub(crate) fn with_rt<R>(what: &str, f: impl FnOnce(&Rt) -> R) -> R {
+    let p = rt_ptr();
+    if p.is_null() {
+        panic!("procrt: {what} called outside a procrt runtime (use Runtime::block_on)");
+    }
+    // SAFETY: CURRENT_RT is non-null only while `block_on` or `drop` of that
+    // runtime is on this thread's stack, so the Rt is alive.
+    f(unsafe { &*p })
+}
+
+/// The state of one runtime, shared by raw pointer with its procs. Only
+/// touched from its own thread; every `UnsafeCell` is borrowed for a few
+/// instructions that neither switch nor call user code.
+pub(crate) struct Rt {
+    /// The stack segments.
+    pool: UnsafeCell<StackPool>,
+    /// The context of the thread's own stack (the scheduler loop).
+    sched_ctx: Context,
+    /// The running proc; `None` on the scheduler's stack.
+    current: Cell<Option<ProcRef>>,
+    /// Spawned and woken procs: pushed and popped at the front.
+    lifo: UnsafeCell<VecDeque<ProcRef>>,
+    /// Procs that yielded: pushed at the back, popped at the front.
+    fifo: UnsafeCell<VecDeque<ProcRef>>,
+    /// Consecutive picks from the front of `lifo`.
+    streak: Cell<u32>,
+    /// A proc that ended and whose segment the next context reaps.
+    zombie: Cell<Option<ProcRef>>,
+    /// Every live proc (not yet reaped), by slot.
+    live: UnsafeCell<Vec<Option<ProcRef>>>,
+    /// Free slots of `live`.
+    free_slots: UnsafeCell<Vec<usize>>,
+    /// Number of live procs.
+    live_count: Cell<usize>,
+    /// The largest `live_count` has been.
+    peak_live: Cell<usize>,
+    /// Default first segment size of a new proc.
+    first_segment: usize,
+    /// The runtime is being dropped.
+    shutting_down: Cell<bool>,
+}
+
+/// A single-threaded scheduler of procs and the stack pool they run on.
+///
+/// Everything runs on the thread that calls [`block_on`](Runtime::block_on):
+/// procs need not be `Send`. A `Runtime` is neither `Send` nor `Sync`.
+///
+/// ```
+/// let rt = procrt::Runtime::new().unwrap();
+/// let sum = rt.block_on(|| {
+///     let hs: Vec<_> = (1..=10u64).map(|i| procrt::spawn(move || i * i).unwrap()).collect();
+///     hs.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+/// });
+/// assert_eq!(sum, 385);
+/// ```
+///
+/// # Dropping
+///
+/// Procs still alive when the runtime is dropped are cancelled: a proc that
+/// never started has its closure dropped; a started one is resumed at the
+/// point where it blocked with a panic that unwinds its stack, so its
+/// destructors run; its `JoinHandle` then yields [`JoinError::Cancelled`].
+/// A proc that blocks again while unwinding (a destructor that parks) is
+/// resumed up to three times; after that it is abandoned: its stack is
+/// leaked, never reused, and a line on stderr says so.
+pub struct Runtime {
+    /// Boxed so its address, held by procs, never moves.
+    rt: Box<Rt>,
+    /// Not Send, not Sync.
+    _not_send: PhantomData<*const ()>,
+}
+
+/// Settings for a [`Runtime`].
+#[derive(Clone, Debug)]
+pub struct RuntimeBuilder {
+    pool: PoolConfig,
+    first_segment: usize,
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        RuntimeBuilder { pool: PoolConfig::default(), first_segment: stack::DEFAULT_SEGMENT }
+    }
+}
+
+impl RuntimeBuilder {
+    /// Default settings: guarded segments, 64 KiB first segments.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Size of a new proc's first segment (address space; only touched
+    /// pages cost memory). Rounded up to a power of two, at least
+    /// [`MIN_SEGMENT_GUARDED`](crate::stack::MIN_SEGMENT_GUARDED) (8 KiB) in
+    /// guarded mode and
+    /// [`MIN_SEGMENT_UNGUARDED`](crate::stack::MIN_SEGMENT_UNGUARDED) (4 KiB)
+    /// without guard pages.
+    pub fn first_segment_size(mut self, bytes: usize) -> Self {
+        self.first_segment = bytes;
+        self
+    }
+
+    /// Bytes of address space to reserve for all stacks. Default: 64 GiB on
+    /// 64-bit targets, 1 GiB on 32-bit ones (halved until the kernel
+    /// accepts it).
+    pub fn reservation(mut self, bytes: usize) -> Self {
+        self.pool.reservation = bytes;
+        self.pool.default_reservation = false;
+        self
+    }
+
+    /// High-water mark of the cache of released segments, in bytes
+    /// (default 64 MiB). Segments released beyond it give their memory back
+    /// to the kernel.
+    pub fn cache_limit(mut self, bytes: usize) -> Self {
+        self.pool.cache_limit = bytes;
+        self
+    }
+
+    /// Drops guard pages: segments cost no kernel mappings, so millions of
+    /// procs can be alive at once (guarded mode stops near 32k, at
+    /// `vm.max_map_count`).
+    ///
+    /// # Safety
+    ///
+    /// Nothing then detects a stack overflow: a proc that runs past the
+    /// bottom of its segment writes into whatever block lies below it,
+    /// another proc's stack or the pool's bookkeeping. The caller promises
+    /// that every proc stays within its segment (for instance by calling
+    /// only code whose stack use is known to fit the segment size chosen).
+    pub unsafe fn unguarded(mut self) -> Self {
+        self.pool.guarded = false;
+        self
+    }
+
+    /// Reserves the stack pool and makes the runtime.
+    pub fn build(self) -> Result<Runtime, BuildError> {
+        let min = if self.pool.guarded {
+            stack::MIN_SEGMENT_GUARDED
+        } else {
+            stack::MIN_SEGMENT_UNGUARDED
+        };
+        if self.first_segment > self.pool.reservation {
+            return Err(BuildError::new(format!(
+                "first segment size {} exceeds the reservation of {} bytes",
+                self.first_segment, self.pool.reservation
+            )));
+        }
+        let pool = StackPool::new(self.pool).map_err(|e| BuildError::new(e.to_string()))?;
+        let first_segment = pool.segment_size_for(self.first_segment.max(min));
+        stack::install_overflow_handler();
+        stack::set_reporter(super::report_overflow);
+        Ok(Runtime {
+            rt: Box::new(Rt {
+                pool: UnsafeCell::new(pool),
+                sched_ctx: Context::current(),
+                current: Cell::new(None),
+                lifo: UnsafeCell::new(VecDeque::with_capacity(64)),
+                fifo: UnsafeCell::new(VecDeque::with_capacity(64)),
+                streak: Cell::new(0),
+                zombie: Cell::new(None),
+                live: UnsafeCell::new(Vec::new()),
+                free_slots: UnsafeCell::new(Vec::new()),
+                live_count: Cell::new(0),
+                peak_live: Cell::new(0),
+                first_segment,
+                shutting_down: Cell::new(false),
+            }),
+            _not_send: PhantomData,
+        })
+    }
+}
+
+/// Restores `CURRENT_RT` when `block_on` or `drop` leaves, even by panic.
+struct EnterGuard(*const Rt);
+
+impl EnterGuard {
+    fn enter(rt: &Rt) -> EnterGuard {
+        EnterGuard(CURRENT_RT.with(|c| c.replace(rt)))
+    }
+}
+
+impl Drop for EnterGuard {
+    fn drop(&mut self) {
+        CURRENT_RT.with(|c| c.set(self.0));
+    }
+}
+
+impl Runtime {
+    /// A runtime with default settings (see [`RuntimeBuilder`]).
+    pub fn new() -> Result<Runtime, BuildError> {
+        RuntimeBuilder::new().build()
+    }
+
+    /// Settings for a runtime.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::new()
+    }
+
+    /// Runs `f` as this runtime's root proc, and runs every proc it spawns,
+    /// until `f` returns; returns its value. A panic in `f` is resumed here.
+    /// Procs still alive when `f` returns stay in the runtime: a later
+    /// `block_on` runs them on, and dropping the runtime cancels them.
+    ///
+    /// # Panics
+    ///
+    /// When called from inside a proc, when the root proc's stack cannot be
+    /// allocated, and when every proc is parked with nothing left that could
+    /// wake one (a deadlock).
+    pub fn block_on<F, T>(&self, f: F) -> T
+    where
+        F: FnOnce() -> T + 'static,
+        T: 'static,
+    {
+        assert!(
+            rt_ptr().is_null(),
+            "procrt: block_on called inside a proc or another block_on; use spawn and join"
+        );
+        let rt = &*self.rt;
+        let _enter = EnterGuard::enter(rt);
+        let root = rt
+            .spawn_proc(f, None, rt.first_segment)
+            .unwrap_or_else(|e| panic!("procrt: cannot start the root proc: {e}"));
+        while !root.is_finished() {
+            match rt.next_runnable() {
+                Some(p) => rt.resume_from_sched(p),
+                None => panic!(
+                    "procrt: deadlock: every proc is parked and nothing can wake one \
+                     (root proc {} never finished)",
+                    root.id()
+                ),
+            }
+        }
+        match root.join() {
+            Ok(v) => v,
+            Err(JoinError::Panicked(p)) => std::panic::resume_unwind(p),
+            Err(JoinError::Cancelled) => unreachable!("root proc cancelled while block_on runs"),
+        }
+    }
+
+    /// Counters of the stack pool.
+    pub fn pool_stats(&self) -> PoolStats {
+        // SAFETY: no proc is running (we are not in block_on: `&self` here
+        // is outside it, or on a proc's stack where the pool is not
+        // borrowed across this call).
+        unsafe { (*self.rt.pool.get()).stats() }
+    }
+
+    /// Procs alive now (spawned and not yet ended).
+    pub fn live_procs(&self) -> usize {
+        self.rt.live_count.get()
+    }
+
+    /// The most procs that have been alive at once.
+    pub fn peak_live_procs(&self) -> usize {
+        self.rt.peak_live.get()
+    }
+
+    /// Gives the memory of cached segments back to the kernel.
+    pub fn trim_stacks(&self) {
+        // SAFETY: the pool is borrowed only for this call, which neither
+        // switches nor runs user code.
+        unsafe { (*self.rt.pool.get()).trim() }
+    }
+}
+
+impl Rt {
+    /// The running proc, `None` on the scheduler's stack.
+    #[inline(always)]
+    pub(crate) fn current(&self) -> Option<ProcRef> {
+        self.current.get()
+    }
+
+    /// The pool, for the duration of `f` (which must not switch).
+    fn with_pool<R>(&self, f: impl FnOnce(&mut StackPool) -> R) -> R {
+        // SAFETY: only this thread touches the pool, and no caller switches
+        // or runs user code while borrowing it.
+        f(unsafe { &mut *self.pool.get() })
+    }
+
+    /// Pool counters.
+    pub(crate) fn pool_stats(&self) -> PoolStats {
+        self.with_pool(|p| p.stats())
+    }
+
+    /// Live and peak live procs.
+    pub(crate) fn proc_counts(&self) -> (usize, usize) {
+        (self.live_count.get(), self.peak_live.get())
+    }
+
+    /// Default first segment size.
+    pub(crate) fn first_segment(&self) -> usize {
+        self.first_segment
+    }
+
+    /// Picks the next proc to run; see the scheduling policy in `mod.rs`.
+    #[inline]
+    pub(crate) fn next_runnable(&self) -> Option<ProcRef> {
+        // SAFETY: the queues are only touched by this thread, for the span
+        // of this function, which neither switches nor runs user code.
+        let (lifo, fifo) = unsafe { (&mut *self.lifo.get(), &mut *self.fifo.get()) };
+        let streak = self.streak.get();
+        if streak >= FAIR_STREAK {
+            self.streak.set(0);
+            if let Some(p) = fifo.pop_front() {
+                return Some(p);
+            }
+            if lifo.len() > 1 && lifo.back().is_some_and(|p| p.get().started.get()) {
+                return lifo.pop_back();
+            }
+        }
+        if let Some(p) = lifo.pop_front() {
+            self.streak.set(streak + 1);
+            return Some(p);
+        }
+        self.streak.set(0);
+        fifo.pop_front()
+    }
+
+    /// Makes a parked proc runnable (LIFO), or leaves the park token for a
+    /// proc that is not parked.
+    pub(crate) fn wake(&self, p: ProcRef) {
+        let pr = p.get();
+        match pr.state.get() {
+            State::Parked => {
+                pr.state.set(State::Runnable);
+                // SAFETY: see next_runnable.
+                unsafe { (*self.lifo.get()).push_front(p) };
+            }
+            State::Running | State::Runnable => pr.notified.set(true),
+            State::Done => {}
+        }
+    }
+
+    /// From the scheduler's stack: run `p` until the CPU comes back here.
+    fn resume_from_sched(&self, p: ProcRef) {
+        p.get().state.set(State::Running);
+        self.current.set(Some(p));
+        // SAFETY: `p` is live and suspended (it was queued), and we are the
+        // running context: the scheduler's own stack.
+        unsafe { arch::switch(&self.sched_ctx, &p.get().ctx) };
+        self.after_switch();
+    }
+
+    /// Switches away from the running proc `me`, whose state the caller has
+    /// set (Parked or Runnable), to the next runnable proc or to the
+    /// scheduler. Returns when `me` is resumed.
+    #[inline]
+    fn switch_from(&self, me: ProcRef) {
+        let next = if arch::DIRECT_SWITCH { self.next_runnable() } else { None };
+        let to = match next {
+            Some(n) if n == me => {
+                me.get().state.set(State::Running);
+                return;
+            }
+            Some(n) => {
+                n.get().state.set(State::Running);
+                self.current.set(Some(n));
+                &n.get().ctx
+            }
+            None => {
+                self.current.set(None);
+                &self.sched_ctx
+            }
+        };
+        // SAFETY: `me` is the running proc; `to` is a live suspended context
+        // (a queued proc, or the scheduler's stack, which is suspended
+        // whenever a proc runs).
+        unsafe { arch::switch(&me.get().ctx, to) };
+        self.after_switch();
+    }
+
+    /// Run by every context right after it is switched into: reap the proc
+    /// that ended just before.
+    #[inline(always)]
+    pub(crate) fn after_switch(&self) {
+        if let Some(z) = self.zombie.take() {
+            self.reap(z);
+        }
+    }
+
+    /// Frees an ended proc's segment and drops the runtime's count on it.
+    #[cold]
+    fn reap(&self, z: ProcRef) {
+        let p = z.get();
+        if let Some(seg) = p.segment.take() {
+            // SAFETY: the proc has ended and nothing runs on its segment.
+            self.with_pool(|pool| unsafe { pool.free(seg) });
+        }
+        self.remove_live(z);
+        // SAFETY: the runtime's count, taken at spawn, released once here.
+        unsafe { z.release() };
+    }
+
+    fn insert_live(&self, p: ProcRef) {
+        // SAFETY: touched only by this thread, briefly, without switching.
+        let (live, free) = unsafe { (&mut *self.live.get(), &mut *self.free_slots.get()) };
+        let slot = match free.pop() {
+            Some(s) => {
+                live[s] = Some(p);
+                s
+            }
+            None => {
+                live.push(Some(p));
+                live.len() - 1
+            }
+        };
+        p.get().slot.set(slot);
+        let n = self.live_count.get() + 1;
+        self.live_count.set(n);
+        self.peak_live.set(self.peak_live.get().max(n));
+    }
+
+    fn remove_live(&self, p: ProcRef) {
+        // SAFETY: as in insert_live.
+        let (live, free) = unsafe { (&mut *self.live.get(), &mut *self.free_slots.get()) };
+        let slot = p.get().slot.replace(usize::MAX);
+        debug_assert!(live[slot] == Some(p), "live table out of step");
+        live[slot] = None;
+        free.push(slot);
+        self.live_count.set(self.live_count.get() - 1);
+    }
+
+    /// Ends the running proc `me` for good: wakes its joiner, leaves it to be
+    /// reaped, and switches to the next context.
+    ///
+    /// # Safety
+    ///
+    /// `me` is the running proc and nothing on its stack needs dropping.
+    pub(crate) unsafe fn exit_current(&self, me: ProcRef) -> ! {
+        let p = me.get();
+        p.state.set(State::Done);
+        if let Some(j) = p.joiner.take() {
+            self.wake(j);
+            // SAFETY: the count `join` took on its own proc for us.
+            unsafe { j.release() };
+        }
+        debug_assert!(self.zombie.get().is_none(), "two zombies at once");
+        self.zombie.set(Some(me));
+        let next = if arch::DIRECT_SWITCH { self.next_runnable() } else { None };
+        let to = match next {
+            Some(n) => {
+                n.get().state.set(State::Running);
+                self.current.set(Some(n));
+                &n.get().ctx
+            }
+            None => {
+                self.current.set(None);
+                &self.sched_ctx
+            }
+        };
+        // SAFETY: `me` is running and will never be resumed: its context is
+        // saved only to be discarded when the next context reaps it.
+        unsafe { arch::switch(&p.ctx, to) };
+        crate::fatal(format_args!("proc {} resumed after it ended", p.id))
+    }
+
+    /// Parks the running proc until a [`wake`](Self::wake). Returns at once
+    /// if a wake came since the last park (the token).
+    pub(crate) fn park_current(&self) {
+        let me = self.current.get().expect("procrt: park called outside a proc");
+        let p = me.get();
+        if p.cancel.get() {
+            self.cancel_point(me);
+            return;
+        }
+        if p.notified.replace(false) {
+            return;
+        }
+        p.state.set(State::Parked);
+        self.switch_from(me);
+        if p.cancel.get() {
+            self.cancel_point(me);
+        }
+    }
+
+    /// Puts the running proc at the back of the yield queue and runs others.
+    pub(crate) fn yield_current(&self) {
+        let Some(me) = self.current.get() else { return };
+        if me.get().cancel.get() {
+            self.cancel_point(me);
+            return;
+        }
+        me.get().state.set(State::Runnable);
+        // SAFETY: see next_runnable.
+        unsafe { (*self.fifo.get()).push_back(me) };
+        self.switch_from(me);
+        if me.get().cancel.get() {
+            self.cancel_point(me);
+        }
+    }
+
+    /// A cancelled proc reached a blocking point: unwind it, or, if it is
+    /// already unwinding (a destructor blocks), leave it stuck for drop to
+    /// abandon.
+    #[cold]
+    fn cancel_point(&self, me: ProcRef) {
+        if std::thread::panicking() {
+            let p = me.get();
+            p.stuck.set(true);
+            p.state.set(State::Parked);
+            self.switch_from(me);
+            return;
+        }
+        std::panic::resume_unwind(Box::new(Cancelled));
+    }
+
+    /// Spawns a proc running `f` on a first segment of `segment` bytes.
+    ///
+    /// Inside a proc the new proc starts at once and the caller resumes when
+    /// it first blocks, yields or ends (see the policy in `mod.rs`); from the
+    /// scheduler's stack it is queued.
+    pub(crate) fn spawn_proc<F, T>(
+        &self,
+        f: F,
+        name: Option<Rc<str>>,
+        segment: usize,
+    ) -> Result<JoinHandle<T>, SpawnError>
+    where
+        F: FnOnce() -> T + 'static,
+        T: 'static,
+    {
+        // A closure too big or too aligned for the top of the stack is boxed.
+        let min_usable = self.with_pool(|p| p.min_segment()) / 4;
+        if std::mem::size_of::<F>() > min_usable || std::mem::align_of::<F>() > 16 {
+            let boxed = Box::new(f);
+            return self.spawn_inline(move || boxed(), name, segment);
+        }
+        self.spawn_inline(f, name, segment)
+    }
+
+    fn spawn_inline<F, T>(
+        &self,
+        f: F,
+        name: Option<Rc<str>>,
+        segment: usize,
+    ) -> Result<JoinHandle<T>, SpawnError>
+    where
+        F: FnOnce() -> T + 'static,
+        T: 'static,
+    {
+        if self.shutting_down.get() {
+            return Err(SpawnError::new(SpawnErrorKind::ShuttingDown));
+        }
+        let size = self.with_pool(|p| p.segment_size_for(segment));
+        let seg = self.with_pool(|p| p.alloc(size))?;
+        // The closure sits at the top of the stack, the first frame below it.
+        let closure = (seg.top() - std::mem::size_of::<F>()) & !15;
+        // SAFETY: 1. [closure, top) lies in the fresh segment's usable area
+        // (size_of F <= min_segment / 4) and is 16-byte aligned, enough for F
+        // (align <= 16). 2. The frame `prepare` writes lies below `closure`,
+        // inside the same segment.
+        let ctx = unsafe {
+            std::ptr::write(closure as *mut F, f);
+            Context::prepare(closure, seg.limit(), proc_main::<F, T>, closure as *mut u8)
+        };
+        let id = ProcId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
+        let p = new_proc::<F, T>(id, name, self, ctx, seg, closure as *mut u8);
+        self.insert_live(p);
+        let handle = JoinHandle::from_ref(p);
+        match self.current.get() {
+            Some(me) if arch::DIRECT_SWITCH => {
+                // Start the child now; the parent waits at the LIFO front.
+                me.get().state.set(State::Runnable);
+                // SAFETY: see next_runnable.
+                unsafe { (*self.lifo.get()).push_front(me) };
+                p.get().state.set(State::Running);
+                self.current.set(Some(p));
+                // SAFETY: `me` is running; `p` was just prepared.
+                unsafe { arch::switch(&me.get().ctx, &p.get().ctx) };
+                self.after_switch();
+                if me.get().cancel.get() {
+                    self.cancel_point(me);
+                }
+            }
+            _ => {
+                // SAFETY: see next_runnable.
+                unsafe { (*self.lifo.get()).push_front(p) };
+            }
+        }
+        Ok(handle)
+    }
+
+    /// Cancels every live proc (see `Runtime`'s "Dropping").
+    fn shutdown(&self) {
+        self.shutting_down.set(true);
+        for round in 0..=CANCEL_ROUNDS {
+            // SAFETY: a snapshot; the table is not borrowed across switches.
+            let procs: Vec<ProcRef> =
+                unsafe { (*self.live.get()).iter().flatten().copied().collect() };
+            if procs.is_empty() {
+                break;
+            }
+            for p in &procs {
+                p.get().cancel.set(true);
+            }
+            // SAFETY: see next_runnable; the queues are rebuilt below.
+            unsafe {
+                (*self.lifo.get()).clear();
+                (*self.fifo.get()).clear();
+            }
+            for p in procs {
+                let pr = p.get();
+                if pr.state.get() == State::Done || pr.slot.get() == usize::MAX {
+                    continue;
+                }
+                if !pr.started.get() {
+                    // SAFETY: never started: its closure is still on its
+                    // live segment.
+                    unsafe { pr.drop_unstarted() };
+                    pr.set_error(JoinError::Cancelled);
+                    pr.state.set(State::Done);
+                    if let Some(j) = pr.joiner.take() {
+                        // SAFETY: the count `join` took for us.
+                        unsafe { j.release() };
+                    }
+                    self.reap(p);
+                    continue;
+                }
+                if round == CANCEL_ROUNDS || (pr.stuck.get() && round > 0) {
+                    if round == CANCEL_ROUNDS {
+                        eprintln!(
+                            "procrt: proc {} still blocks while being cancelled; its stack is abandoned",
+                            pr.id
+                        );
+                        pr.set_error(JoinError::Cancelled);
+                        pr.state.set(State::Done);
+                        self.with_pool(|pool| pool.leak());
+                        pr.segment.take();
+                        if let Some(j) = pr.joiner.take() {
+                            // SAFETY: the count `join` took for us.
+                            unsafe { j.release() };
+                        }
+                        self.remove_live(p);
+                        // SAFETY: the runtime's count.
+                        unsafe { p.release() };
+                    }
+                    continue;
+                }
+                pr.stuck.set(false);
+                // Resume it; procs it wakes run too before we come back.
+                self.resume_from_sched(p);
+                while let Some(q) = self.next_runnable() {
+                    self.resume_from_sched(q);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let rt = &*self.rt;
+        let _enter = EnterGuard::enter(rt);
+        rt.shutdown();
+    }
+}

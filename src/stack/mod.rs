@@ -1,0 +1,64 @@
+//! Stacks: the pool of power-of-two segments every proc runs on.
+//!
+//! # Design
+//!
+//! The note says each proc's stack is a linked list of stack pages, each a
+//! power of two from a buddy allocator. procrt reserves one large range of
+//! address space with `mmap(MAP_NORESERVE)` when a runtime starts and hands
+//! it to a `buddy_system_allocator::Heap`; a [`Segment`] is one block of that
+//! heap, `2^order` bytes at an address aligned to its size. Pages cost memory
+//! only once touched, so a big reservation is free until procs use it.
+//!
+//! ```text
+//!  high  +--------------------------+ base + size
+//!        | SegmentHeader            |  previous segment, size, magic
+//!        +--------------------------+ top: first stack pointer, 16-aligned
+//!        | usable stack             |
+//!        |           ...            |
+//!        +--------------------------+ limit = bottom + LIMIT_MARGIN
+//!        |                          |
+//!        +--------------------------+ bottom = base + guard
+//!        | guard page (PROT_NONE)   |  guarded mode only
+//!  low   +--------------------------+ base
+//! ```
+//!
+//! Facts kept true (checked by `StackPool` and its tests):
+//! - A block inside the buddy heap is readable and writable: the heap keeps
+//!   its free-list links in the first word of each free block, which is
+//!   where the guard page lies. So the guard page is protected after the
+//!   block leaves the heap and unprotected before it goes back.
+//! - Released segments go to a per-order cache first, guard page still in
+//!   place, so spawning and ending a proc costs no system call. Beyond the
+//!   cache's high-water mark a released segment's pages are given back with
+//!   `madvise(MADV_DONTNEED)` and the block returns to the buddy heap.
+//! - Each guard page splits the reservation's mapping: a guarded segment
+//!   costs two of the `vm.max_map_count` (65530 by default) mappings a
+//!   process may have, so guarded mode tops out near 32k live segments.
+//!   The kernel's refusal (`ENOMEM` from `mprotect`) is returned from
+//!   `spawn` as [`SpawnError`](crate::SpawnError), never an abort.
+//! - A hit on a guard page ends the process with a message naming the proc
+//!   (`overflow.rs`); any other fault goes to the handler that was there
+//!   before.
+//!
+//! Rejected: one `mmap` per stack (`may`, `stacker`): a system call per
+//! spawn and a mapping per stack; copying stacks to grow them (Go): Rust
+//! gives no map of the pointers into a stack.
+
+mod overflow;
+mod pool;
+
+pub(crate) use overflow::{install as install_overflow_handler, set_reporter, SignalBuf};
+pub(crate) use pool::{Segment, StackPool};
+pub use pool::{PoolConfig, PoolStats};
+
+/// Smallest segment in guarded mode: one guard page plus one usable page.
+pub const MIN_SEGMENT_GUARDED: usize = 8 * 1024;
+/// Smallest segment without guard pages.
+pub const MIN_SEGMENT_UNGUARDED: usize = 4 * 1024;
+/// Default first segment of a proc: 64 KiB of address space. Only touched
+/// pages cost memory, so an idle proc costs about one page of it.
+pub const DEFAULT_SEGMENT: usize = 64 * 1024;
+/// Bytes between a segment's lowest usable address and the limit stored in
+/// the TCB slot: the slack split-stack prologues assume for small frames
+/// that skip the check (gcc and LLVM assume 256 bytes).
+pub const LIMIT_MARGIN: usize = 256;
