@@ -31,6 +31,11 @@ const FPU_CW_DEFAULT: u32 = 0x037f;
 const FRAME_WORDS: usize = 9;
 #[cfg(target_arch = "x86")]
 const FRAME_WORDS: usize = 8;
+/// Index of the stack-limit word in a suspended frame.
+#[cfg(all(test, target_arch = "x86_64"))]
+const LIMIT_WORD: usize = 1;
+#[cfg(all(test, target_arch = "x86"))]
+const LIMIT_WORD: usize = 2;
 
 /// A suspended context: the stack pointer `procrt_switch` stored for it.
 ///
@@ -68,24 +73,24 @@ impl Context {
         let words: [usize; FRAME_WORDS] = [
             fp_ctrl as usize,
             limit,
-            0,                                  // r15
-            0,                                  // r14
-            0,                                  // r13
-            arg as usize,                       // r12
-            entry as usize,                     // rbx
-            0,                                  // rbp
-            procrt_proc_entry as usize,         // return address
+            0,                                       // r15
+            0,                                       // r14
+            0,                                       // r13
+            arg as usize,                            // r12
+            entry as *const () as usize,             // rbx
+            0,                                       // rbp
+            procrt_proc_entry as *const () as usize, // return address
         ];
         #[cfg(target_arch = "x86")]
         let words: [usize; FRAME_WORDS] = [
-            fp_ctrl as u32 as usize,            // MXCSR
-            (fp_ctrl >> 32) as usize,           // x87 CW
+            fp_ctrl as u32 as usize,  // MXCSR
+            (fp_ctrl >> 32) as usize, // x87 CW
             limit,
-            0,                                  // edi
-            arg as usize,                       // esi
-            entry as usize,                     // ebx
-            0,                                  // ebp
-            procrt_proc_entry as usize,         // return address
+            0,                                       // edi
+            arg as usize,                            // esi
+            entry as *const () as usize,             // ebx
+            0,                                       // ebp
+            procrt_proc_entry as *const () as usize, // return address
         ];
         // SAFETY: the caller guarantees the FRAME_WORDS words below `top`
         // are ours to write; `sp` is word-aligned because `top` is.
@@ -141,6 +146,7 @@ pub(crate) fn stack_limit() -> usize {
 /// `limit` must describe the stack that is running (or be 0, "no limit
 /// known"): split-stack code trusts it.
 #[inline(always)]
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) unsafe fn set_stack_limit(limit: usize) {
     // SAFETY: `__private_ss` (%fs:0x70) is reserved for exactly this value;
     // glibc itself never reads it.
@@ -153,4 +159,50 @@ pub(crate) unsafe fn set_stack_limit(limit: usize) {
     unsafe {
         std::arch::asm!("mov dword ptr gs:[0x30], {}", in(reg) limit, options(nostack, preserves_flags))
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_slot_reads_back_what_was_written() {
+        let saved = stack_limit();
+        // SAFETY: no split-stack code runs on this thread during the test,
+        // and the old value is put back.
+        unsafe { set_stack_limit(0x1234_5670) };
+        assert_eq!(stack_limit(), 0x1234_5670);
+        // SAFETY: as above.
+        unsafe { set_stack_limit(saved) };
+    }
+
+    #[test]
+    fn switch_saves_and_restores_the_limit_slot() {
+        extern "C" fn body(arg: *mut u8) -> ! {
+            // SAFETY: `arg` points at the two contexts in the test's frame,
+            // which outlives this coroutine; the test switches back at once.
+            let (main, me) = unsafe { &*(arg as *const (Context, Context)) };
+            let seen = stack_limit();
+            // SAFETY: the slot is restored by the switch back.
+            unsafe { set_stack_limit(seen + 16) };
+            // SAFETY: `main` is suspended in the test; `me` is running.
+            unsafe { switch(me, main) };
+            unreachable!("resumed a finished test context");
+        }
+        let mut stack = vec![0u128; 1024];
+        let top = (stack.as_mut_ptr() as usize + 1024 * 16) & !15;
+        let saved = stack_limit();
+        let mut pair = (Context::current(), Context::default());
+        // SAFETY: `stack` is ours, 16 KiB, and outlives the context.
+        pair.1 = unsafe { Context::prepare(top, 0xabc0, body, &pair as *const _ as *mut u8) };
+        // SAFETY: `pair.0` is the running context, `pair.1` freshly prepared.
+        unsafe { switch(&pair.0, &pair.1) };
+        assert_eq!(stack_limit(), saved, "outgoing limit restored");
+        let sp = pair.1.sp.get();
+        // The suspended frame holds the proc's own limit, changed by it.
+        // SAFETY: the suspended context's frame lies in `stack`.
+        let frame_limit =
+            unsafe { *((sp + std::mem::size_of::<usize>() * LIMIT_WORD) as *const usize) };
+        assert_eq!(frame_limit, 0xabc0 + 16);
+    }
 }

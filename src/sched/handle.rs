@@ -93,7 +93,10 @@ pub struct JoinHandle<T> {
 impl<T: 'static> JoinHandle<T> {
     /// Wraps the join handle's count (taken by `new_proc`).
     pub(crate) fn from_ref(p: ProcRef) -> Self {
-        JoinHandle { p, _marker: PhantomData }
+        JoinHandle {
+            p,
+            _marker: PhantomData,
+        }
     }
 
     /// The proc's id.
@@ -144,7 +147,9 @@ impl<T> Drop for JoinHandle<T> {
 
 impl<T> std::fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JoinHandle").field("id", &self.p.get().id).finish()
+        f.debug_struct("JoinHandle")
+            .field("id", &self.p.get().id)
+            .finish()
     }
 }
 
@@ -183,7 +188,9 @@ pub struct Unparker {
 /// Outside a proc.
 pub fn unparker() -> Unparker {
     with_rt("unparker", |rt| {
-        let me = rt.current().expect("procrt: unparker called outside a proc");
+        let me = rt
+            .current()
+            .expect("procrt: unparker called outside a proc");
         Unparker { p: me.retain() }
     })
 }
@@ -222,7 +229,9 @@ impl Drop for Unparker {
 
 impl std::fmt::Debug for Unparker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Unparker").field("id", &self.p.get().id).finish()
+        f.debug_struct("Unparker")
+            .field("id", &self.p.get().id)
+            .finish()
     }
 }
 
@@ -262,7 +271,10 @@ pub fn try_current() -> Option<ProcInfo> {
     // SAFETY: non-null CURRENT_RT means its runtime is alive.
     let me = unsafe { (*rt).current() }?;
     let p = me.get();
-    Some(ProcInfo { id: p.id, name: p.name.clone() })
+    Some(ProcInfo {
+        id: p.id,
+        name: p.name.clone(),
+    })
 }
 
 /// Runs `f` as the root proc of a fresh default [`Runtime`](crate::Runtime)

@@ -62,7 +62,7 @@ pub use runtime::{Runtime, RuntimeBuilder};
 use crate::stack::SignalBuf;
 use std::fmt::Write as _;
 
-/// The stack layer's overflow [`Reporter`](crate::stack::Reporter): is
+/// The stack layer's overflow `Reporter`: is
 /// `addr` the guard page of the running proc's segment? Runs in a signal
 /// handler: reads thread-locals and the control block, allocates nothing.
 pub(crate) fn report_overflow(addr: usize, out: &mut [u8]) -> Option<usize> {

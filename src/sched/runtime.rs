@@ -122,7 +122,10 @@ pub struct RuntimeBuilder {
 
 impl Default for RuntimeBuilder {
     fn default() -> Self {
-        RuntimeBuilder { pool: PoolConfig::default(), first_segment: stack::DEFAULT_SEGMENT }
+        RuntimeBuilder {
+            pool: PoolConfig::default(),
+            first_segment: stack::DEFAULT_SEGMENT,
+        }
     }
 }
 
@@ -321,16 +324,6 @@ impl Rt {
         f(unsafe { &mut *self.pool.get() })
     }
 
-    /// Pool counters.
-    pub(crate) fn pool_stats(&self) -> PoolStats {
-        self.with_pool(|p| p.stats())
-    }
-
-    /// Live and peak live procs.
-    pub(crate) fn proc_counts(&self) -> (usize, usize) {
-        (self.live_count.get(), self.peak_live.get())
-    }
-
     /// Default first segment size.
     pub(crate) fn first_segment(&self) -> usize {
         self.first_segment
@@ -390,7 +383,11 @@ impl Rt {
     /// scheduler. Returns when `me` is resumed.
     #[inline]
     fn switch_from(&self, me: ProcRef) {
-        let next = if arch::DIRECT_SWITCH { self.next_runnable() } else { None };
+        let next = if arch::DIRECT_SWITCH {
+            self.next_runnable()
+        } else {
+            None
+        };
         let to = match next {
             Some(n) if n == me => {
                 me.get().state.set(State::Running);
@@ -480,7 +477,11 @@ impl Rt {
         }
         debug_assert!(self.zombie.get().is_none(), "two zombies at once");
         self.zombie.set(Some(me));
-        let next = if arch::DIRECT_SWITCH { self.next_runnable() } else { None };
+        let next = if arch::DIRECT_SWITCH {
+            self.next_runnable()
+        } else {
+            None
+        };
         let to = match next {
             Some(n) => {
                 n.get().state.set(State::Running);
@@ -501,7 +502,10 @@ impl Rt {
     /// Parks the running proc until a [`wake`](Self::wake). Returns at once
     /// if a wake came since the last park (the token).
     pub(crate) fn park_current(&self) {
-        let me = self.current.get().expect("procrt: park called outside a proc");
+        let me = self
+            .current
+            .get()
+            .expect("procrt: park called outside a proc");
         let p = me.get();
         if p.cancel.get() {
             self.cancel_point(me);
@@ -567,7 +571,7 @@ impl Rt {
         let min_usable = self.with_pool(|p| p.min_segment()) / 4;
         if std::mem::size_of::<F>() > min_usable || std::mem::align_of::<F>() > 16 {
             let boxed = Box::new(f);
-            return self.spawn_inline(move || boxed(), name, segment);
+            return self.spawn_inline(boxed, name, segment);
         }
         self.spawn_inline(f, name, segment)
     }

@@ -48,8 +48,8 @@ mod overflow;
 mod pool;
 
 pub(crate) use overflow::{install as install_overflow_handler, set_reporter, SignalBuf};
-pub(crate) use pool::{Segment, StackPool};
 pub use pool::{PoolConfig, PoolStats};
+pub(crate) use pool::{Segment, StackPool};
 
 /// Smallest segment in guarded mode: one guard page plus one usable page.
 pub const MIN_SEGMENT_GUARDED: usize = 8 * 1024;
@@ -62,3 +62,27 @@ pub const DEFAULT_SEGMENT: usize = 64 * 1024;
 /// the TCB slot: the slack split-stack prologues assume for small frames
 /// that skip the check (gcc and LLVM assume 256 bytes).
 pub const LIMIT_MARGIN: usize = 256;
+
+/// Bytes of stack left between the caller's frame and the bottom of the
+/// running proc's segment (its limit, less [`LIMIT_MARGIN`]); `None` where no
+/// limit is recorded (on a thread's own stack, outside procs).
+///
+/// One load from the TCB's split-stack slot, which the switch keeps
+/// current.
+///
+/// ```
+/// procrt::run(|| {
+///     let left = procrt::stack::remaining_stack().unwrap();
+///     assert!(left > 0 && left < procrt::stack::DEFAULT_SEGMENT);
+/// });
+/// ```
+#[inline]
+pub fn remaining_stack() -> Option<usize> {
+    let limit = crate::arch::stack_limit();
+    if limit == 0 {
+        return None;
+    }
+    let probe = 0u8;
+    let sp = std::hint::black_box(&probe) as *const u8 as usize;
+    Some(sp.saturating_sub(limit - LIMIT_MARGIN))
+}

@@ -28,7 +28,7 @@ use std::sync::Once;
 /// the overflow into `out` and returns the number of bytes written when the
 /// address is the guard page of the running proc; returns `None` otherwise.
 /// Must be async-signal-safe: no allocation, no locks.
-pub type Reporter = fn(fault_addr: usize, out: &mut [u8]) -> Option<usize>;
+pub(crate) type Reporter = fn(fault_addr: usize, out: &mut [u8]) -> Option<usize>;
 
 /// The registered [`Reporter`], as a `usize` (0: none).
 static REPORTER: AtomicUsize = AtomicUsize::new(0);
@@ -60,7 +60,7 @@ pub(crate) fn install() {
         // never reads it half-written.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = handler as usize;
+            sa.sa_sigaction = handler as *const () as usize;
             sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
             libc::sigemptyset(&mut sa.sa_mask);
             libc::sigaction(libc::SIGSEGV, &sa, PREV.0.get());
@@ -94,7 +94,11 @@ fn ensure_alt_stack() {
         if p == libc::MAP_FAILED {
             return;
         }
-        let st = libc::stack_t { ss_sp: p, ss_flags: 0, ss_size: ALT_STACK_SIZE };
+        let st = libc::stack_t {
+            ss_sp: p,
+            ss_flags: 0,
+            ss_size: ALT_STACK_SIZE,
+        };
         libc::sigaltstack(&st, std::ptr::null_mut());
     }
 }

@@ -110,10 +110,6 @@ struct SegmentHeader {
 const HEADER_BYTES: usize = (std::mem::size_of::<SegmentHeader>() + 15) & !15;
 
 impl Segment {
-    /// Lowest address of the block.
-    pub(crate) fn base(&self) -> usize {
-        self.base
-    }
     /// Size of the block in bytes.
     pub(crate) fn size(&self) -> usize {
         self.size
@@ -210,7 +206,11 @@ impl StackPool {
         // SAFETY: [base, base + len) is a fresh read-write mapping owned by
         // this pool and by nothing else; it lives until the pool is dropped.
         unsafe { heap.add_to_heap(base, base + len) };
-        let min_segment = if config.guarded { MIN_SEGMENT_GUARDED } else { MIN_SEGMENT_UNGUARDED };
+        let min_segment = if config.guarded {
+            MIN_SEGMENT_GUARDED
+        } else {
+            MIN_SEGMENT_UNGUARDED
+        };
         Ok(StackPool {
             map_base: base,
             map_len: len,
@@ -220,14 +220,12 @@ impl StackPool {
             page,
             min_segment: min_segment.max(page),
             cache_limit: config.cache_limit,
-            stats: PoolStats { reserved_bytes: len, ..PoolStats::default() },
+            stats: PoolStats {
+                reserved_bytes: len,
+                ..PoolStats::default()
+            },
             leaked: false,
         })
-    }
-
-    /// Whether segments carry guard pages.
-    pub(crate) fn guarded(&self) -> bool {
-        self.guarded
     }
 
     /// Smallest segment size this pool hands out.
@@ -255,7 +253,9 @@ impl StackPool {
         );
         let order = size.trailing_zeros() as usize;
         if order >= HEAP_ORDERS {
-            return Err(SpawnError::new(SpawnErrorKind::StackTooLarge { requested: size }));
+            return Err(SpawnError::new(SpawnErrorKind::StackTooLarge {
+                requested: size,
+            }));
         }
         let guard = if self.guarded { self.page } else { 0 };
         let base = if let Some(base) = self.cache[order].pop() {
@@ -281,7 +281,9 @@ impl StackPool {
                     // and is still read-write (mprotect failed).
                     unsafe { self.heap.dealloc(block, layout) };
                     let kind = if err.raw_os_error() == Some(libc::ENOMEM) {
-                        SpawnErrorKind::MapLimit { live_segments: self.stats.live_segments }
+                        SpawnErrorKind::MapLimit {
+                            live_segments: self.stats.live_segments,
+                        }
                     } else {
                         SpawnErrorKind::Os(err.to_string())
                     };
@@ -322,9 +324,7 @@ impl StackPool {
             // over the top of a stack.
             crate::fatal(format_args!(
                 "segment header at {:#x} corrupted (magic {:#x}, size {})",
-                seg.base,
-                header.magic,
-                header.size
+                seg.base, header.magic, header.size
             ));
         }
         header.magic = 0;
@@ -354,7 +354,9 @@ impl StackPool {
     unsafe fn release(&mut self, base: usize, size: usize) {
         if self.guarded {
             // SAFETY: the guard page belongs to this dead block.
-            if let Err(err) = unsafe { protect(base, self.page, libc::PROT_READ | libc::PROT_WRITE) } {
+            if let Err(err) =
+                unsafe { protect(base, self.page, libc::PROT_READ | libc::PROT_WRITE) }
+            {
                 // The heap must not write into a PROT_NONE page; keep the
                 // block out of it for good.
                 eprintln!("procrt: cannot unprotect guard page at {base:#x}: {err}; block leaked");
@@ -367,7 +369,12 @@ impl StackPool {
         let layout = Layout::from_size_align(size, size).expect("power-of-two layout");
         // SAFETY: the block came from this heap with this layout, is
         // read-write again, and is not in the heap already.
-        unsafe { self.heap.dealloc(NonNull::new(base as *mut u8).expect("non-null block"), layout) };
+        unsafe {
+            self.heap.dealloc(
+                NonNull::new(base as *mut u8).expect("non-null block"),
+                layout,
+            )
+        };
     }
 
     /// Empties the cache into the buddy heap, giving the memory back.
@@ -448,13 +455,16 @@ mod tests {
         let mut p = pool(true);
         let segs: Vec<_> = (0..64).map(|i| p.alloc(8192 << (i % 3)).unwrap()).collect();
         for s in &segs {
-            assert_eq!(s.base() % s.size(), 0);
+            assert_eq!(s.guard_range().0 % s.size(), 0);
             assert_eq!(s.top() % 16, 0);
             assert!(s.limit() < s.top());
         }
         for (i, a) in segs.iter().enumerate() {
             for b in &segs[i + 1..] {
-                assert!(a.base() + a.size() <= b.base() || b.base() + b.size() <= a.base());
+                assert!(
+                    a.guard_range().0 + a.size() <= b.guard_range().0
+                        || b.guard_range().0 + b.size() <= a.guard_range().0
+                );
             }
         }
         for s in segs {
@@ -471,7 +481,7 @@ mod tests {
         // SAFETY: allocated above, released once.
         unsafe { p.free(a) };
         let b = p.alloc(16384).unwrap();
-        assert_eq!(a.base(), b.base());
+        assert_eq!(a.guard_range().0, b.guard_range().0);
         assert_eq!(p.stats().cache_hits, 1);
         // SAFETY: allocated above, released once.
         unsafe { p.free(b) };
