@@ -179,3 +179,49 @@ procrt_proc_entry:
     ud2
     .cfi_endproc
     .size procrt_proc_entry, .-procrt_proc_entry
+
+# extern "C" fn procrt_call_on_segment(arg: *mut u8, f: extern "C" fn(*mut u8), sp: usize);
+#
+# Runs f(arg) with the stack pointer at `sp` (the top of a freshly linked
+# segment, 16-byte aligned), then returns on the original stack.
+#
+# On entry: 4(%esp) = arg, 8(%esp) = f, 12(%esp) = new stack pointer,
+#           0(%esp) = our return address on the old segment.
+# f must not unwind (the Rust side catches and resumes panics).
+#
+# CFI: as on x86_64, the CFA is ebp-based (CFA = ebp + 8) while esp lives on
+# the new segment, so unwinders walk from f's frames into the caller's on
+# the old segment; `.cfi_signal_frame` lets gdb accept the unordered
+# addresses.
+    .globl procrt_call_on_segment
+    .hidden procrt_call_on_segment
+    .type procrt_call_on_segment,@function
+    .p2align 4
+procrt_call_on_segment:
+    .cfi_startproc
+    .cfi_signal_frame
+    pushl %ebp
+    .cfi_adjust_cfa_offset 4
+    .cfi_rel_offset %ebp, 0
+    movl %esp, %ebp
+    .cfi_def_cfa_register %ebp
+
+    # Load the arguments (relative to ebp now), move to the new segment,
+    # and call f(arg) with esp = 0 (mod 16) at the call.
+    movl 8(%ebp), %eax
+    movl 12(%ebp), %ecx
+    movl 16(%ebp), %edx
+    movl %edx, %esp
+    subl $12, %esp
+    pushl %eax
+    calll *%ecx
+
+    # Back to the old segment.
+    movl %ebp, %esp
+    .cfi_def_cfa_register %esp
+    popl %ebp
+    .cfi_adjust_cfa_offset -4
+    .cfi_restore %ebp
+    ret
+    .cfi_endproc
+    .size procrt_call_on_segment, .-procrt_call_on_segment

@@ -198,3 +198,56 @@ procrt_proc_entry:
     ud2
     .cfi_endproc
     .size procrt_proc_entry, .-procrt_proc_entry
+
+# extern "sysv64" fn procrt_call_on_segment(arg: *mut u8, f: extern "sysv64" fn(*mut u8), sp: usize);
+#
+# Runs f(arg) with the stack pointer at `sp` (the top of a freshly linked
+# segment, 16-byte aligned), then returns on the original stack. This is
+# how `stack::grow` moves a proc onto a new segment.
+#
+# On entry: rdi = arg, rsi = f, rdx = new stack pointer,
+#           rsp points at our return address on the old segment.
+# f must not unwind: the Rust side catches panics inside f and resumes them
+# after we return (src/stack/grow.rs), as DESIGN.md asks at each segment
+# boundary.
+#
+#     old segment                      new segment
+#     +----------------------+         +----------------------+ <- sp
+#     | caller's frames      |         | f's frames ...       |
+#     | return address       |         |                      |
+#     | saved rbp            | <- rbp  |                      |
+#     +----------------------+         +----------------------+
+#
+# CFI: after the prologue the CFA is defined by rbp (CFA = rbp + 16), which
+# stays valid while rsp lives on the new segment, so an unwinder (gdb's
+# `bt`, std::backtrace) walks from f's frames through this one into the
+# caller's frames on the old segment. `.cfi_signal_frame` tells gdb that
+# this frame's caller may sit at a lower address than its callee (the
+# segments are unordered) without calling the stack corrupt.
+    .globl procrt_call_on_segment
+    .hidden procrt_call_on_segment
+    .type procrt_call_on_segment,@function
+    .p2align 4
+procrt_call_on_segment:
+    .cfi_startproc
+    .cfi_signal_frame
+    pushq %rbp
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset %rbp, 0
+    movq %rsp, %rbp
+    .cfi_def_cfa_register %rbp
+
+    # Move to the new segment and call f(arg); the call leaves rsp = 8
+    # (mod 16) at f's entry because rdx is 16-byte aligned.
+    movq %rdx, %rsp
+    callq *%rsi
+
+    # Back to the old segment.
+    movq %rbp, %rsp
+    .cfi_def_cfa_register %rsp
+    popq %rbp
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore %rbp
+    ret
+    .cfi_endproc
+    .size procrt_call_on_segment, .-procrt_call_on_segment

@@ -3,6 +3,7 @@
 use super::proc::{ProcCell, ProcId, ProcRef, State};
 use super::runtime::{rt_ptr, with_rt};
 use crate::error::{JoinError, SpawnError, SpawnErrorKind};
+use crate::stack;
 use std::marker::PhantomData;
 use std::rc::Rc;
 
@@ -43,6 +44,7 @@ where
 pub struct Builder {
     name: Option<Rc<str>>,
     stack_size: Option<usize>,
+    max_stack: Option<usize>,
 }
 
 impl Builder {
@@ -64,6 +66,15 @@ impl Builder {
         self
     }
 
+    /// The proc's stack limit: the most bytes its chain of segments may
+    /// hold when it grows (default: the runtime's, 8 MiB unless set with
+    /// [`RuntimeBuilder::max_stack`](crate::RuntimeBuilder::max_stack)).
+    /// Growing past it panics in the proc.
+    pub fn max_stack(mut self, bytes: usize) -> Self {
+        self.max_stack = Some(bytes);
+        self
+    }
+
     /// Spawns the proc; see [`spawn`].
     pub fn spawn<F, T>(self, f: F) -> Result<JoinHandle<T>, SpawnError>
     where
@@ -78,7 +89,10 @@ impl Builder {
         // thread's stack.
         let rt = unsafe { &*rt };
         let size = self.stack_size.unwrap_or_else(|| rt.first_segment());
-        rt.spawn_proc(f, self.name, size)
+        let max = self.max_stack.unwrap_or_else(|| rt.max_stack());
+        stack::grow(stack::ENTRY_STACK, move || {
+            rt.spawn_proc(f, self.name, size, max)
+        })
     }
 }
 
@@ -124,9 +138,11 @@ impl<T: 'static> JoinHandle<T> {
                     .current()
                     .expect("procrt: JoinHandle::join on an unfinished proc outside any proc");
                 p.joiner.set(Some(me.retain()));
-                while p.state.get() != State::Done {
-                    rt.park_current();
-                }
+                stack::grow(stack::ENTRY_STACK, || {
+                    while p.state.get() != State::Done {
+                        rt.park_current();
+                    }
+                });
             });
         }
         let cell = self.p.0.cast::<ProcCell<T>>();
@@ -159,7 +175,7 @@ pub fn yield_now() {
     let rt = rt_ptr();
     if !rt.is_null() {
         // SAFETY: non-null CURRENT_RT means its runtime is alive.
-        unsafe { (*rt).yield_current() }
+        stack::grow(stack::ENTRY_STACK, || unsafe { (*rt).yield_current() })
     }
 }
 
@@ -172,7 +188,9 @@ pub fn yield_now() {
 ///
 /// Outside a proc.
 pub fn park() {
-    with_rt("park", |rt| rt.park_current())
+    with_rt("park", |rt| {
+        stack::grow(stack::ENTRY_STACK, || rt.park_current())
+    })
 }
 
 /// A handle that wakes one proc from [`park`]. Cloneable, not `Send`: it

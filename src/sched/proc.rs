@@ -3,7 +3,7 @@
 use super::runtime::{rt_ptr, Rt};
 use crate::arch::Context;
 use crate::error::JoinError;
-use crate::stack::Segment;
+use crate::stack::{Chain, Segment};
 use std::cell::{Cell, UnsafeCell};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -69,8 +69,10 @@ pub(crate) struct Proc {
     pub(crate) state: Cell<State>,
     /// The saved context while the proc is not running.
     pub(crate) ctx: Context,
-    /// The segment it runs on; `None` once released.
-    pub(crate) segment: Cell<Option<Segment>>,
+    /// Its stack: the segments it runs on.
+    pub(crate) chain: Chain,
+    /// The chain's segments went back to the pool (or were abandoned).
+    pub(crate) released: Cell<bool>,
     /// The runtime it belongs to. Valid while `state != Done`.
     pub(crate) rt: *const Rt,
     /// An unpark arrived while the proc was not parked (the park token).
@@ -189,6 +191,7 @@ pub(crate) fn new_proc<F: FnOnce() -> T, T: 'static>(
     rt: *const Rt,
     ctx: Context,
     segment: Segment,
+    max_stack: usize,
     closure: *mut u8,
 ) -> ProcRef {
     let cell = Box::new(ProcCell::<T> {
@@ -199,7 +202,8 @@ pub(crate) fn new_proc<F: FnOnce() -> T, T: 'static>(
             name,
             state: Cell::new(State::Runnable),
             ctx,
-            segment: Cell::new(Some(segment)),
+            chain: Chain::new(segment, max_stack),
+            released: Cell::new(false),
             rt,
             notified: Cell::new(false),
             cancel: Cell::new(false),

@@ -4,7 +4,7 @@ use super::proc::{new_proc, proc_main, Cancelled, ProcId, ProcRef, State};
 use super::JoinHandle;
 use crate::arch::{self, Context};
 use crate::error::{BuildError, JoinError, SpawnError, SpawnErrorKind};
-use crate::stack::{self, PoolConfig, PoolStats, StackPool};
+use crate::stack::{self, Chain, PoolConfig, PoolStats, StackPool};
 use std::cell::{Cell, UnsafeCell};
 use std::collections::VecDeque;
 use std::marker::PhantomData;
@@ -79,6 +79,8 @@ pub(crate) struct Rt {
     peak_live: Cell<usize>,
     /// Default first segment size of a new proc.
     first_segment: usize,
+    /// Default stack limit of a new proc.
+    max_stack: usize,
     /// The runtime is being dropped.
     shutting_down: Cell<bool>,
 }
@@ -118,6 +120,7 @@ pub struct Runtime {
 pub struct RuntimeBuilder {
     pool: PoolConfig,
     first_segment: usize,
+    max_stack: usize,
 }
 
 impl Default for RuntimeBuilder {
@@ -125,6 +128,7 @@ impl Default for RuntimeBuilder {
         RuntimeBuilder {
             pool: PoolConfig::default(),
             first_segment: stack::DEFAULT_SEGMENT,
+            max_stack: stack::DEFAULT_MAX_STACK,
         }
     }
 }
@@ -143,6 +147,15 @@ impl RuntimeBuilder {
     /// without guard pages.
     pub fn first_segment_size(mut self, bytes: usize) -> Self {
         self.first_segment = bytes;
+        self
+    }
+
+    /// Default stack limit of a proc: the most bytes its chain of segments
+    /// may hold (default 8 MiB, like a thread's). Growing past it panics in
+    /// that proc. [`Builder::max_stack`](crate::Builder::max_stack) sets it
+    /// per proc.
+    pub fn max_stack(mut self, bytes: usize) -> Self {
+        self.max_stack = bytes;
         self
     }
 
@@ -196,6 +209,7 @@ impl RuntimeBuilder {
         let first_segment = pool.segment_size_for(self.first_segment.max(min));
         stack::install_overflow_handler();
         stack::set_reporter(super::report_overflow);
+        stack::set_chain_provider(super::chain_provider);
         Ok(Runtime {
             rt: Box::new(Rt {
                 pool: UnsafeCell::new(pool),
@@ -210,6 +224,7 @@ impl RuntimeBuilder {
                 live_count: Cell::new(0),
                 peak_live: Cell::new(0),
                 first_segment,
+                max_stack: self.max_stack,
                 shutting_down: Cell::new(false),
             }),
             _not_send: PhantomData,
@@ -265,7 +280,7 @@ impl Runtime {
         let rt = &*self.rt;
         let _enter = EnterGuard::enter(rt);
         let root = rt
-            .spawn_proc(f, None, rt.first_segment)
+            .spawn_proc(f, None, rt.first_segment, rt.max_stack)
             .unwrap_or_else(|e| panic!("procrt: cannot start the root proc: {e}"));
         while !root.is_finished() {
             match rt.next_runnable() {
@@ -327,6 +342,18 @@ impl Rt {
     /// Default first segment size.
     pub(crate) fn first_segment(&self) -> usize {
         self.first_segment
+    }
+
+    /// Default stack limit.
+    pub(crate) fn max_stack(&self) -> usize {
+        self.max_stack
+    }
+
+    /// The running proc's chain and this runtime's pool (the stack layer's
+    /// `ChainProvider`).
+    pub(crate) fn running_chain(&self) -> Option<(*const Chain, *mut StackPool)> {
+        let me = self.current.get()?;
+        Some((&me.get().chain, self.pool.get()))
     }
 
     /// Picks the next proc to run; see the scheduling policy in `mod.rs`.
@@ -423,9 +450,9 @@ impl Rt {
     #[cold]
     fn reap(&self, z: ProcRef) {
         let p = z.get();
-        if let Some(seg) = p.segment.take() {
-            // SAFETY: the proc has ended and nothing runs on its segment.
-            self.with_pool(|pool| unsafe { pool.free(seg) });
+        if !p.released.replace(true) {
+            // SAFETY: the proc has ended and nothing runs on its chain.
+            self.with_pool(|pool| unsafe { p.chain.release(pool) });
         }
         self.remove_live(z);
         // SAFETY: the runtime's count, taken at spawn, released once here.
@@ -562,6 +589,7 @@ impl Rt {
         f: F,
         name: Option<Rc<str>>,
         segment: usize,
+        max_stack: usize,
     ) -> Result<JoinHandle<T>, SpawnError>
     where
         F: FnOnce() -> T + 'static,
@@ -571,9 +599,9 @@ impl Rt {
         let min_usable = self.with_pool(|p| p.min_segment()) / 4;
         if std::mem::size_of::<F>() > min_usable || std::mem::align_of::<F>() > 16 {
             let boxed = Box::new(f);
-            return self.spawn_inline(boxed, name, segment);
+            return self.spawn_inline(boxed, name, segment, max_stack);
         }
-        self.spawn_inline(f, name, segment)
+        self.spawn_inline(f, name, segment, max_stack)
     }
 
     fn spawn_inline<F, T>(
@@ -581,6 +609,7 @@ impl Rt {
         f: F,
         name: Option<Rc<str>>,
         segment: usize,
+        max_stack: usize,
     ) -> Result<JoinHandle<T>, SpawnError>
     where
         F: FnOnce() -> T + 'static,
@@ -602,7 +631,7 @@ impl Rt {
             Context::prepare(closure, seg.limit(), proc_main::<F, T>, closure as *mut u8)
         };
         let id = ProcId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
-        let p = new_proc::<F, T>(id, name, self, ctx, seg, closure as *mut u8);
+        let p = new_proc::<F, T>(id, name, self, ctx, seg, max_stack, closure as *mut u8);
         self.insert_live(p);
         let handle = JoinHandle::from_ref(p);
         match self.current.get() {
@@ -673,7 +702,7 @@ impl Rt {
                         pr.set_error(JoinError::Cancelled);
                         pr.state.set(State::Done);
                         self.with_pool(|pool| pool.leak());
-                        pr.segment.take();
+                        pr.released.set(true);
                         if let Some(j) = pr.joiner.take() {
                             // SAFETY: the count `join` took for us.
                             unsafe { j.release() };

@@ -11,7 +11,7 @@
 //!
 //! ```text
 //!  high  +--------------------------+ base + size
-//!        | SegmentHeader            |  previous segment, size, magic
+//!        | SegmentHeader            |  magic, size, previous segment + its sp
 //!        +--------------------------+ top: first stack pointer, 16-aligned
 //!        | usable stack             |
 //!        |           ...            |
@@ -44,17 +44,31 @@
 //! spawn and a mapping per stack; copying stacks to grow them (Go): Rust
 //! gives no map of the pointers into a stack.
 
+mod grow;
 mod overflow;
 mod pool;
 
+pub use grow::{grow, usage, StackUsage, DEFAULT_MAX_STACK};
+pub(crate) use grow::{set_chain_provider, Chain, ENTRY_STACK};
 pub(crate) use overflow::{install as install_overflow_handler, set_reporter, SignalBuf};
 pub use pool::{PoolConfig, PoolStats};
 pub(crate) use pool::{Segment, StackPool};
 
-/// Smallest segment in guarded mode: one guard page plus one usable page.
-pub const MIN_SEGMENT_GUARDED: usize = 8 * 1024;
-/// Smallest segment without guard pages.
-pub const MIN_SEGMENT_UNGUARDED: usize = 4 * 1024;
+/// Smallest segment in guarded mode: one guard page plus one usable page
+/// (release builds). Debug builds of procrt have frames several times
+/// larger, and there the smallest segment is 16 KiB, so that a proc on it can
+/// still call every runtime function.
+pub const MIN_SEGMENT_GUARDED: usize = if cfg!(debug_assertions) {
+    16 * 1024
+} else {
+    8 * 1024
+};
+/// Smallest segment without guard pages (8 KiB in debug builds).
+pub const MIN_SEGMENT_UNGUARDED: usize = if cfg!(debug_assertions) {
+    8 * 1024
+} else {
+    4 * 1024
+};
 /// Default first segment of a proc: 64 KiB of address space. Only touched
 /// pages cost memory, so an idle proc costs about one page of it.
 pub const DEFAULT_SEGMENT: usize = 64 * 1024;

@@ -93,17 +93,20 @@ pub(crate) struct Segment {
     guard: usize,
 }
 
-/// Header at the top of every live segment.
+/// Header at the top of every live segment: the link of a proc's chain.
 #[repr(C)]
 struct SegmentHeader {
     /// `SEGMENT_MAGIC` while the segment is live.
     magic: usize,
-    /// The segment below this one in its proc's chain, or null.
-    prev: *mut SegmentHeader,
     /// Size of the block.
     size: usize,
-    /// Reserved; keeps the header a multiple of 16 bytes on 64-bit.
-    _pad: usize,
+    /// Base of the previous segment in the proc's chain (valid when
+    /// `prev_size != 0`).
+    prev_base: usize,
+    /// Size of the previous segment; 0 when this is the first.
+    prev_size: usize,
+    /// Stack pointer on the previous segment when this one was linked.
+    prev_sp: usize,
 }
 
 /// Bytes the header occupies at the top of a segment (16-byte multiple).
@@ -137,6 +140,31 @@ impl Segment {
 
     fn header(&self) -> *mut SegmentHeader {
         (self.base + self.size - HEADER_BYTES) as *mut SegmentHeader
+    }
+
+    /// The previous segment in the chain and the stack pointer it was left
+    /// at, from this (live) segment's header.
+    pub(crate) fn prev(&self) -> Option<(Segment, usize)> {
+        // SAFETY: a Segment value is only used while it is live, and a live
+        // segment's header is mapped read-write.
+        let h = unsafe { &*self.header() };
+        let prev = Segment {
+            base: h.prev_base,
+            size: h.prev_size,
+            guard: self.guard,
+        };
+        (h.prev_size != 0).then_some((prev, h.prev_sp))
+    }
+
+    /// Records the previous segment of the chain in this (live) segment's
+    /// header.
+    pub(crate) fn set_prev(&self, prev: Option<(Segment, usize)>) {
+        // SAFETY: as in `prev`; only the owning proc's chain writes it.
+        let h = unsafe { &mut *self.header() };
+        let (b, s, sp) = prev.map_or((0, 0, 0), |(p, sp)| (p.base, p.size, sp));
+        h.prev_base = b;
+        h.prev_size = s;
+        h.prev_sp = sp;
     }
 }
 
@@ -298,9 +326,10 @@ impl StackPool {
         unsafe {
             seg.header().write(SegmentHeader {
                 magic: SEGMENT_MAGIC,
-                prev: std::ptr::null_mut(),
                 size,
-                _pad: 0,
+                prev_base: 0,
+                prev_size: 0,
+                prev_sp: 0,
             })
         };
         self.stats.total_allocs += 1;
@@ -354,9 +383,9 @@ impl StackPool {
     unsafe fn release(&mut self, base: usize, size: usize) {
         if self.guarded {
             // SAFETY: the guard page belongs to this dead block.
-            if let Err(err) =
-                unsafe { protect(base, self.page, libc::PROT_READ | libc::PROT_WRITE) }
-            {
+            let unprotected =
+                unsafe { protect(base, self.page, libc::PROT_READ | libc::PROT_WRITE) };
+            if let Err(err) = unprotected {
                 // The heap must not write into a PROT_NONE page; keep the
                 // block out of it for good.
                 eprintln!("procrt: cannot unprotect guard page at {base:#x}: {err}; block leaked");
@@ -453,7 +482,8 @@ mod tests {
     #[test]
     fn segments_are_aligned_and_disjoint() {
         let mut p = pool(true);
-        let segs: Vec<_> = (0..64).map(|i| p.alloc(8192 << (i % 3)).unwrap()).collect();
+        let min = p.min_segment();
+        let segs: Vec<_> = (0..64).map(|i| p.alloc(min << (i % 3)).unwrap()).collect();
         for s in &segs {
             assert_eq!(s.guard_range().0 % s.size(), 0);
             assert_eq!(s.top() % 16, 0);
