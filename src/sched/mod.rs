@@ -62,17 +62,6 @@ pub use runtime::{Runtime, RuntimeBuilder};
 use crate::stack::SignalBuf;
 use std::fmt::Write as _;
 
-/// The stack layer's `ChainProvider`: the running proc's chain and pool.
-pub(crate) fn chain_provider() -> Option<(*const crate::stack::Chain, *mut crate::stack::StackPool)>
-{
-    let rt = runtime::rt_ptr();
-    if rt.is_null() {
-        return None;
-    }
-    // SAFETY: non-null CURRENT_RT: the runtime is alive on this thread.
-    unsafe { (*rt).running_chain() }
-}
-
 /// The stack layer's overflow `Reporter`: is
 /// `addr` the guard page of the running proc's segment? Runs in a signal
 /// handler: reads thread-locals and the control block, allocates nothing.

@@ -3,7 +3,7 @@
 use super::runtime::{rt_ptr, Rt};
 use crate::arch::Context;
 use crate::error::JoinError;
-use crate::stack::{Chain, Segment};
+use crate::stack::{Chain, Segment, StackPool};
 use std::cell::{Cell, UnsafeCell};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -192,6 +192,7 @@ pub(crate) fn new_proc<F: FnOnce() -> T, T: 'static>(
     ctx: Context,
     segment: Segment,
     max_stack: usize,
+    pool: *mut StackPool,
     closure: *mut u8,
 ) -> ProcRef {
     let cell = Box::new(ProcCell::<T> {
@@ -202,7 +203,7 @@ pub(crate) fn new_proc<F: FnOnce() -> T, T: 'static>(
             name,
             state: Cell::new(State::Runnable),
             ctx,
-            chain: Chain::new(segment, max_stack),
+            chain: Chain::new(segment, max_stack, pool),
             released: Cell::new(false),
             rt,
             notified: Cell::new(false),

@@ -209,7 +209,6 @@ impl RuntimeBuilder {
         let first_segment = pool.segment_size_for(self.first_segment.max(min));
         stack::install_overflow_handler();
         stack::set_reporter(super::report_overflow);
-        stack::set_chain_provider(super::chain_provider);
         Ok(Runtime {
             rt: Box::new(Rt {
                 pool: UnsafeCell::new(pool),
@@ -332,6 +331,14 @@ impl Rt {
         self.current.get()
     }
 
+    /// Records the context about to run: the proc (or `None` for the
+    /// scheduler's stack), and its chain for `stack::grow`.
+    #[inline(always)]
+    fn set_current(&self, p: Option<ProcRef>) {
+        self.current.set(p);
+        stack::set_running_chain(p.map_or(std::ptr::null(), |p| &p.get().chain as *const Chain));
+    }
+
     /// The pool, for the duration of `f` (which must not switch).
     fn with_pool<R>(&self, f: impl FnOnce(&mut StackPool) -> R) -> R {
         // SAFETY: only this thread touches the pool, and no caller switches
@@ -347,13 +354,6 @@ impl Rt {
     /// Default stack limit.
     pub(crate) fn max_stack(&self) -> usize {
         self.max_stack
-    }
-
-    /// The running proc's chain and this runtime's pool (the stack layer's
-    /// `ChainProvider`).
-    pub(crate) fn running_chain(&self) -> Option<(*const Chain, *mut StackPool)> {
-        let me = self.current.get()?;
-        Some((&me.get().chain, self.pool.get()))
     }
 
     /// Picks the next proc to run; see the scheduling policy in `mod.rs`.
@@ -398,7 +398,7 @@ impl Rt {
     /// From the scheduler's stack: run `p` until the CPU comes back here.
     fn resume_from_sched(&self, p: ProcRef) {
         p.get().state.set(State::Running);
-        self.current.set(Some(p));
+        self.set_current(Some(p));
         // SAFETY: `p` is live and suspended (it was queued), and we are the
         // running context: the scheduler's own stack.
         unsafe { arch::switch(&self.sched_ctx, &p.get().ctx) };
@@ -422,11 +422,11 @@ impl Rt {
             }
             Some(n) => {
                 n.get().state.set(State::Running);
-                self.current.set(Some(n));
+                self.set_current(Some(n));
                 &n.get().ctx
             }
             None => {
-                self.current.set(None);
+                self.set_current(None);
                 &self.sched_ctx
             }
         };
@@ -452,7 +452,7 @@ impl Rt {
         let p = z.get();
         if !p.released.replace(true) {
             // SAFETY: the proc has ended and nothing runs on its chain.
-            self.with_pool(|pool| unsafe { p.chain.release(pool) });
+            unsafe { p.chain.release() };
         }
         self.remove_live(z);
         // SAFETY: the runtime's count, taken at spawn, released once here.
@@ -512,11 +512,11 @@ impl Rt {
         let to = match next {
             Some(n) => {
                 n.get().state.set(State::Running);
-                self.current.set(Some(n));
+                self.set_current(Some(n));
                 &n.get().ctx
             }
             None => {
-                self.current.set(None);
+                self.set_current(None);
                 &self.sched_ctx
             }
         };
@@ -631,7 +631,16 @@ impl Rt {
             Context::prepare(closure, seg.limit(), proc_main::<F, T>, closure as *mut u8)
         };
         let id = ProcId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
-        let p = new_proc::<F, T>(id, name, self, ctx, seg, max_stack, closure as *mut u8);
+        let p = new_proc::<F, T>(
+            id,
+            name,
+            self,
+            ctx,
+            seg,
+            max_stack,
+            self.pool.get(),
+            closure as *mut u8,
+        );
         self.insert_live(p);
         let handle = JoinHandle::from_ref(p);
         match self.current.get() {
@@ -641,7 +650,7 @@ impl Rt {
                 // SAFETY: see next_runnable.
                 unsafe { (*self.lifo.get()).push_front(me) };
                 p.get().state.set(State::Running);
-                self.current.set(Some(p));
+                self.set_current(Some(p));
                 // SAFETY: `me` is running; `p` was just prepared.
                 unsafe { arch::switch(&me.get().ctx, &p.get().ctx) };
                 self.after_switch();

@@ -35,14 +35,14 @@
 //! already down to its last few hundred bytes may instead hit the guard
 //! page (reported, never silent).
 //!
-//! The stack layer does not know procs: the scheduler registers a
-//! [`ChainProvider`] that returns the running proc's chain and its pool.
+//! The stack layer does not know procs: the scheduler records the running
+//! proc's chain in a thread-local at every switch (`set_running_chain`), and
+//! `grow` reads it from there.
 
 use super::pool::{Segment, StackPool};
 use crate::arch;
 use std::cell::Cell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Default per-proc stack limit: the total size of a proc's chain.
 pub const DEFAULT_MAX_STACK: usize = 8 << 20;
@@ -55,15 +55,17 @@ pub(crate) const ENTRY_STACK: usize = 2048;
 /// the panic hook (which may capture a backtrace) and the unwinder.
 const OVERDRAFT: usize = 256 * 1024;
 
-/// Returns the running proc's chain and its pool, or `None` outside procs.
-pub(crate) type ChainProvider = fn() -> Option<(*const Chain, *mut StackPool)>;
+thread_local! {
+    /// The running proc's chain, or null on a thread's own stack. Kept
+    /// current by the scheduler at every switch (one store), like the limit
+    /// slot is kept by the switch itself.
+    static RUNNING: Cell<*const Chain> = const { Cell::new(std::ptr::null()) };
+}
 
-/// The registered [`ChainProvider`], as a `usize` (0: none).
-static PROVIDER: AtomicUsize = AtomicUsize::new(0);
-
-/// Registers the function that finds the running proc's chain.
-pub(crate) fn set_chain_provider(p: ChainProvider) {
-    PROVIDER.store(p as usize, Ordering::Release);
+/// Records the chain of the context about to run (null: not a proc).
+#[inline(always)]
+pub(crate) fn set_running_chain(c: *const Chain) {
+    RUNNING.with(|r| r.set(c));
 }
 
 extern "C" {
@@ -75,23 +77,33 @@ extern "C" {
 /// newest first, plus one spare.
 ///
 /// `current` is the segment the proc runs on (or ran on when it was
-/// switched out); following `prev` links from it reaches `first`. `depth`
-/// counts the segments on that path; `reserved` sums their sizes and never
-/// exceeds `max`.
+/// switched out); following the `prev` links of segment headers from it
+/// reaches `first`. `depth` counts the segments on that path; `reserved`
+/// sums their sizes and never exceeds `max` (except for one overdraft
+/// segment while an over-limit panic is raised). A `spare_size` of 0 means
+/// no spare.
 #[derive(Debug)]
 pub(crate) struct Chain {
     /// The segment the proc started on.
     first: Segment,
     /// The newest segment.
     current: Cell<Segment>,
-    /// The segment released last, kept for the next growth.
-    spare: Cell<Option<Segment>>,
+    /// Base of the segment released last, kept for the next growth.
+    spare_base: Cell<usize>,
+    /// Its size; 0 when there is no spare.
+    spare_size: Cell<usize>,
     /// Segments from `first` to `current`, inclusive.
     depth: Cell<usize>,
     /// Bytes of those segments.
     reserved: Cell<usize>,
     /// Most bytes the chain may hold.
     max: usize,
+    /// Bytes of every segment that are not usable above its limit: guard
+    /// page, header, limit margin.
+    overhead: usize,
+    /// The pool the segments come from (the runtime's, which outlives
+    /// every live chain).
+    pool: *mut StackPool,
 }
 
 /// A proc's stack use, as returned by [`usage`].
@@ -110,15 +122,18 @@ pub struct StackUsage {
 }
 
 impl Chain {
-    /// A chain of one segment, limited to `max` bytes.
-    pub(crate) fn new(first: Segment, max: usize) -> Chain {
+    /// A chain of one segment from `pool`, limited to `max` bytes.
+    pub(crate) fn new(first: Segment, max: usize, pool: *mut StackPool) -> Chain {
         Chain {
             first,
             current: Cell::new(first),
-            spare: Cell::new(None),
+            spare_base: Cell::new(0),
+            spare_size: Cell::new(0),
             depth: Cell::new(1),
             reserved: Cell::new(first.size()),
             max: max.max(first.size()),
+            overhead: first.size() - first.usable() + super::LIMIT_MARGIN,
+            pool,
         }
     }
 
@@ -127,76 +142,108 @@ impl Chain {
         self.current.get()
     }
 
-    /// Links a segment with at least `bytes` usable above its limit, at the
-    /// stack pointer `sp` of the current one.
-    ///
-    /// When the chain would exceed its limit, the segment is linked anyway
-    /// (an overdraft of one segment) and the returned message says why `f`
-    /// must not run: the caller raises it as a panic *on the new segment*,
-    /// where the panic hook has room, not on the nearly full old one.
+    /// The pool, for a few instructions that neither switch nor run user
+    /// code.
+    #[allow(clippy::mut_from_ref)]
+    fn pool(&self) -> &mut StackPool {
+        // SAFETY: the pool outlives every live chain, is only touched from
+        // this thread, and no other borrow of it is live while a chain
+        // operation runs (they neither switch nor call out).
+        unsafe { &mut *self.pool }
+    }
+
+    /// Takes the spare if it has `bytes` usable above its limit and fits
+    /// under `max`.
+    #[inline(always)]
+    fn take_spare(&self, bytes: usize) -> Option<Segment> {
+        let size = self.spare_size.get();
+        if size != 0 && size - self.overhead >= bytes && self.reserved.get() + size <= self.max {
+            self.spare_size.set(0);
+            let cur = self.current.get();
+            return Some(cur.with_base_and_size(self.spare_base.get(), size));
+        }
+        None
+    }
+
+    /// Gets a new segment for `bytes` from the pool: twice the current one
+    /// at least. Over the chain's limit, gets a small overdraft segment
+    /// instead and returns the panic message the caller must raise on it
+    /// (there, the panic hook has room; on the nearly full old segment it
+    /// might not).
     ///
     /// # Panics
     ///
     /// When the pool has no segment at all.
-    #[inline]
-    fn link(&self, pool: &mut StackPool, bytes: usize, sp: usize) -> (Segment, Option<String>) {
-        let mut refused = None;
-        let cur = self.current.get();
-        // Usable bytes above the limit are size - overhead on every segment.
-        let overhead = cur.size() - cur.usable() + super::LIMIT_MARGIN;
-        let seg = match self.spare.take() {
-            Some(s)
-                if s.size() - overhead >= bytes
-                    && self.reserved.get().saturating_add(s.size()) <= self.max =>
-            {
-                s
-            }
-            spare => {
-                let need = pool.segment_size_for(bytes.saturating_add(overhead));
-                if let Some(s) = spare {
-                    // SAFETY: the spare is a dead segment of this chain's pool.
-                    unsafe { pool.free(s) };
-                }
-                let size = need.max(cur.size().saturating_mul(2));
-                let size = if self.reserved.get().saturating_add(size) > self.max {
-                    refused = Some(format!(
-                        "procrt: stack limit of {} bytes exceeded (the proc holds {} bytes in {} \
-                         segments and asked to grow by {} bytes); raise it with Builder::max_stack",
-                        self.max,
-                        self.reserved.get(),
-                        self.depth.get(),
-                        bytes
-                    ));
-                    // The overdraft only has to hold the panic machinery.
-                    pool.segment_size_for(OVERDRAFT)
-                } else {
-                    size
-                };
-                pool.alloc(size)
-                    .unwrap_or_else(|e| panic!("procrt: cannot grow the stack: {e}"))
-            }
+    #[cold]
+    #[inline(never)]
+    fn fresh_segment(&self, bytes: usize) -> (Segment, Option<String>) {
+        let pool = self.pool();
+        if self.spare_size.get() != 0 {
+            let spare = self
+                .current
+                .get()
+                .with_base_and_size(self.spare_base.get(), self.spare_size.get());
+            self.spare_size.set(0);
+            // SAFETY: the spare is a dead segment of this chain's pool.
+            unsafe { pool.free(spare) };
+        }
+        let need = pool.segment_size_for(bytes.saturating_add(self.overhead));
+        let size = need.max(self.current.get().size().saturating_mul(2));
+        let (size, refused) = if self.reserved.get().saturating_add(size) > self.max {
+            let msg = format!(
+                "procrt: stack limit of {} bytes exceeded (the proc holds {} bytes in {} \
+                 segments and asked to grow by {} bytes); raise it with Builder::max_stack",
+                self.max,
+                self.reserved.get(),
+                self.depth.get(),
+                bytes
+            );
+            (pool.segment_size_for(OVERDRAFT), Some(msg))
+        } else {
+            (size, None)
         };
-        seg.set_prev(Some((cur, sp)));
-        self.current.set(seg);
-        self.depth.set(self.depth.get() + 1);
-        self.reserved.set(self.reserved.get() + seg.size());
+        let seg = pool
+            .alloc(size)
+            .unwrap_or_else(|e| panic!("procrt: cannot grow the stack: {e}"));
         (seg, refused)
     }
 
+    /// Links `seg` on top of the chain, the current segment left at `sp`.
+    #[inline(always)]
+    fn push(&self, seg: Segment, sp: usize) {
+        seg.set_prev(Some((self.current.get(), sp)));
+        self.current.set(seg);
+        self.depth.set(self.depth.get() + 1);
+        self.reserved.set(self.reserved.get() + seg.size());
+    }
+
     /// Unlinks the current segment, keeping it as the spare.
-    #[inline]
-    fn unlink(&self, pool: &mut StackPool) {
+    #[inline(always)]
+    fn pop(&self) {
         let seg = self.current.get();
-        let (prev, _) = seg.prev().unwrap_or_else(|| {
+        let Some((prev, _)) = seg.prev() else {
             crate::fatal(format_args!("stack chain: unlink of the first segment"))
-        });
+        };
         self.current.set(prev);
         self.depth.set(self.depth.get() - 1);
         self.reserved.set(self.reserved.get() - seg.size());
-        if let Some(old) = self.spare.replace(Some(seg)) {
-            // SAFETY: the old spare is a dead segment of this pool.
-            unsafe { pool.free(old) };
+        if self.spare_size.get() != 0 {
+            self.free_spare();
         }
+        self.spare_base.set(seg.base_addr());
+        self.spare_size.set(seg.size());
+    }
+
+    /// Gives the spare back to the pool (the newer one replaces it).
+    #[cold]
+    fn free_spare(&self) {
+        let spare = self
+            .current
+            .get()
+            .with_base_and_size(self.spare_base.get(), self.spare_size.get());
+        self.spare_size.set(0);
+        // SAFETY: the spare is a dead segment of this chain's pool.
+        unsafe { self.pool().free(spare) };
     }
 
     /// Returns every segment to the pool.
@@ -204,11 +251,11 @@ impl Chain {
     /// # Safety
     ///
     /// The proc has ended: nothing runs on the chain any more.
-    pub(crate) unsafe fn release(&self, pool: &mut StackPool) {
-        if let Some(s) = self.spare.take() {
-            // SAFETY: the spare is dead.
-            unsafe { pool.free(s) };
+    pub(crate) unsafe fn release(&self) {
+        if self.spare_size.get() != 0 {
+            self.free_spare();
         }
+        let pool = self.pool();
         let mut seg = Some(self.current.get());
         while let Some(s) = seg {
             seg = s.prev().map(|(p, _)| p);
@@ -244,27 +291,37 @@ impl Chain {
     }
 }
 
-/// The running proc's chain and pool, from the registered provider.
-fn running_chain() -> Option<(&'static Chain, &'static mut StackPool)> {
-    let p = PROVIDER.load(Ordering::Acquire);
-    if p == 0 {
-        return None;
-    }
-    // SAFETY: PROVIDER only holds a ChainProvider stored by set_chain_provider.
-    let provider: ChainProvider = unsafe { std::mem::transmute::<usize, ChainProvider>(p) };
-    let (c, pool) = provider()?;
-    // SAFETY: the provider returns the running proc's chain and its
-    // runtime's pool, both alive while the proc runs; the references are
-    // used only within the current `grow` call, on this thread, and the
-    // pool is not borrowed elsewhere meanwhile (nothing here switches).
-    Some(unsafe { (&*c, &mut *pool) })
+/// The running proc's chain, or `None` on a thread's own stack.
+#[inline(always)]
+fn running_chain() -> Option<&'static Chain> {
+    let c = RUNNING.with(|r| r.get());
+    // SAFETY: the scheduler sets RUNNING to the chain of the proc it
+    // switches to (null otherwise); the chain lives in the proc's control
+    // block, alive while the proc runs, and the reference is used only
+    // while it does.
+    (!c.is_null()).then(|| unsafe { &*c })
 }
 
-/// The stack pointer, approximately (the address of a local).
+/// The stack pointer.
 #[inline(always)]
 fn stack_pointer() -> usize {
-    let probe = 0u8;
-    std::hint::black_box(&probe) as *const u8 as usize
+    let sp: usize;
+    // SAFETY: reads the stack pointer register; no memory is touched.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    // SAFETY: as above.
+    #[cfg(target_arch = "x86")]
+    unsafe {
+        std::arch::asm!("mov {}, esp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "x86")))]
+    {
+        let probe = 0u8;
+        sp = std::hint::black_box(&probe) as *const u8 as usize;
+    }
+    sp
 }
 
 /// Runs `f` with at least `bytes` of stack, growing the running proc's
@@ -299,38 +356,53 @@ pub fn grow<R, F: FnOnce() -> R>(bytes: usize, f: F) -> R {
     grow_slow(bytes, f)
 }
 
+/// What crosses a segment boundary: the closure in, its outcome out.
+struct Crossing<F, R> {
+    /// The closure; moved out on the new segment.
+    f: std::mem::ManuallyDrop<F>,
+    /// Its outcome, written on the new segment.
+    out: std::mem::MaybeUninit<std::thread::Result<R>>,
+    /// Set when the chain is over its limit: the panic to raise instead.
+    refused: Option<String>,
+}
+
+/// Runs on the new segment; catches everything, so nothing unwinds through
+/// `procrt_call_on_segment`.
+///
+/// # Safety
+///
+/// `arg` is a live `Crossing<F, R>` whose `f` has not been taken.
+unsafe extern "C" fn on_segment<F: FnOnce() -> R, R>(arg: *mut u8) {
+    // SAFETY: the caller's contract: grow_slow's Crossing, waiting for us.
+    let c = unsafe { &mut *arg.cast::<Crossing<F, R>>() };
+    // SAFETY: `f` is taken exactly once, here.
+    let f = unsafe { std::mem::ManuallyDrop::take(&mut c.f) };
+    let out = match c.refused.take() {
+        None => catch_unwind(AssertUnwindSafe(f)),
+        // Over the limit: raise the panic here, where there is room for
+        // the hook, instead of running f.
+        Some(msg) => {
+            drop(f);
+            catch_unwind(move || -> R { panic!("{msg}") })
+        }
+    };
+    c.out.write(out);
+}
+
 /// The crossing part of [`grow`].
 #[inline(never)]
 fn grow_slow<R, F: FnOnce() -> R>(bytes: usize, f: F) -> R {
-    let Some((chain, pool)) = running_chain() else {
+    let Some(chain) = running_chain() else {
         return f();
     };
-    let (seg, refused) = chain.link(pool, bytes, stack_pointer());
-
-    /// What crosses the boundary: the closure in, its outcome out.
-    struct Crossing<F, R> {
-        f: Option<F>,
-        out: Option<std::thread::Result<R>>,
-        refused: Option<String>,
-    }
-    /// Runs on the new segment; catches everything so nothing unwinds
-    /// through `procrt_call_on_segment`.
-    unsafe extern "C" fn on_segment<F: FnOnce() -> R, R>(arg: *mut u8) {
-        // SAFETY: `arg` is the Crossing in grow_slow's frame, which waits
-        // for this call to return.
-        let c = unsafe { &mut *arg.cast::<Crossing<F, R>>() };
-        let f = c.f.take().expect("closure crossed twice");
-        c.out = Some(match c.refused.take() {
-            // Over the limit: raise the panic here, where there is room
-            // for the hook, instead of running f.
-            Some(msg) => catch_unwind(move || -> R { panic!("{msg}") }),
-            None => catch_unwind(AssertUnwindSafe(f)),
-        });
-    }
-
-    let mut crossing = Crossing {
-        f: Some(f),
-        out: None,
+    let (seg, refused) = match chain.take_spare(bytes) {
+        Some(s) => (s, None),
+        None => chain.fresh_segment(bytes),
+    };
+    chain.push(seg, stack_pointer());
+    let mut crossing = Crossing::<F, R> {
+        f: std::mem::ManuallyDrop::new(f),
+        out: std::mem::MaybeUninit::uninit(),
         refused,
     };
     let old_limit = arch::stack_limit();
@@ -347,10 +419,10 @@ fn grow_slow<R, F: FnOnce() -> R>(bytes: usize, f: F) -> R {
         );
         arch::set_stack_limit(old_limit);
     }
-    // Still the same proc (a proc's grow returns on the proc that called
-    // it), so the same chain and pool.
-    chain.unlink(pool);
-    match crossing.out.expect("segment call returned no outcome") {
+    // Still the same proc: a proc's grow returns on the proc that called it.
+    chain.pop();
+    // SAFETY: on_segment always writes the outcome before returning.
+    match unsafe { crossing.out.assume_init() } {
         Ok(v) => v,
         Err(payload) => resume_unwind(payload),
     }
@@ -368,6 +440,5 @@ fn grow_slow<R, F: FnOnce() -> R>(bytes: usize, f: F) -> R {
 /// });
 /// ```
 pub fn usage() -> Option<StackUsage> {
-    let (chain, _) = running_chain()?;
-    Some(chain.usage(stack_pointer()))
+    Some(running_chain()?.usage(stack_pointer()))
 }

@@ -49,7 +49,7 @@ mod overflow;
 mod pool;
 
 pub use grow::{grow, usage, StackUsage, DEFAULT_MAX_STACK};
-pub(crate) use grow::{set_chain_provider, Chain, ENTRY_STACK};
+pub(crate) use grow::{set_running_chain, Chain, ENTRY_STACK};
 pub(crate) use overflow::{install as install_overflow_handler, set_reporter, SignalBuf};
 pub use pool::{PoolConfig, PoolStats};
 pub(crate) use pool::{Segment, StackPool};

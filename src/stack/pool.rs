@@ -113,37 +113,60 @@ struct SegmentHeader {
 const HEADER_BYTES: usize = (std::mem::size_of::<SegmentHeader>() + 15) & !15;
 
 impl Segment {
+    /// A segment of the same pool (same guard size) at `base`, of `size`
+    /// bytes.
+    #[inline]
+    pub(crate) fn with_base_and_size(&self, base: usize, size: usize) -> Segment {
+        Segment {
+            base,
+            size,
+            guard: self.guard,
+        }
+    }
+    /// Lowest address of the block.
+    #[inline]
+    pub(crate) fn base_addr(&self) -> usize {
+        self.base
+    }
     /// Size of the block in bytes.
+    #[inline]
     pub(crate) fn size(&self) -> usize {
         self.size
     }
     /// The first stack pointer: just below the header, 16-byte aligned.
+    #[inline]
     pub(crate) fn top(&self) -> usize {
         self.base + self.size - HEADER_BYTES
     }
     /// Lowest usable address (just above the guard page).
+    #[inline]
     pub(crate) fn bottom(&self) -> usize {
         self.base + self.guard
     }
     /// The value kept in the TCB's split-stack slot while this segment runs.
+    #[inline]
     pub(crate) fn limit(&self) -> usize {
         self.bottom() + LIMIT_MARGIN
     }
     /// Usable bytes: `top - bottom`.
+    #[inline]
     pub(crate) fn usable(&self) -> usize {
         self.top() - self.bottom()
     }
     /// The guard page, `[base, base + guard)`; empty when unguarded.
+    #[inline]
     pub(crate) fn guard_range(&self) -> (usize, usize) {
         (self.base, self.base + self.guard)
     }
 
+    #[inline]
     fn header(&self) -> *mut SegmentHeader {
         (self.base + self.size - HEADER_BYTES) as *mut SegmentHeader
     }
 
     /// The previous segment in the chain and the stack pointer it was left
     /// at, from this (live) segment's header.
+    #[inline]
     pub(crate) fn prev(&self) -> Option<(Segment, usize)> {
         // SAFETY: a Segment value is only used while it is live, and a live
         // segment's header is mapped read-write.
@@ -158,6 +181,7 @@ impl Segment {
 
     /// Records the previous segment of the chain in this (live) segment's
     /// header.
+    #[inline]
     pub(crate) fn set_prev(&self, prev: Option<(Segment, usize)>) {
         // SAFETY: as in `prev`; only the owning proc's chain writes it.
         let h = unsafe { &mut *self.header() };
