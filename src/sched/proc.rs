@@ -3,7 +3,7 @@
 use super::runtime::{rt_ptr, Rt};
 use crate::arch::Context;
 use crate::error::JoinError;
-use crate::stack::{Chain, Segment, StackPool};
+use crate::stack::{Chain, Segment};
 use std::cell::{Cell, UnsafeCell};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -192,9 +192,10 @@ pub(crate) fn new_proc<F: FnOnce() -> T, T: 'static>(
     ctx: Context,
     segment: Segment,
     max_stack: usize,
-    pool: *mut StackPool,
     closure: *mut u8,
 ) -> ProcRef {
+    // SAFETY: `rt` is the live runtime spawning this proc.
+    let pool = unsafe { (*rt).pool_ptr() };
     let cell = Box::new(ProcCell::<T> {
         proc: Proc {
             refs: Cell::new(2),

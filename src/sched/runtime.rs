@@ -351,6 +351,11 @@ impl Rt {
         self.first_segment
     }
 
+    /// The pool, for chains to keep (it outlives every live proc).
+    pub(crate) fn pool_ptr(&self) -> *mut StackPool {
+        self.pool.get()
+    }
+
     /// Default stack limit.
     pub(crate) fn max_stack(&self) -> usize {
         self.max_stack
@@ -631,16 +636,7 @@ impl Rt {
             Context::prepare(closure, seg.limit(), proc_main::<F, T>, closure as *mut u8)
         };
         let id = ProcId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
-        let p = new_proc::<F, T>(
-            id,
-            name,
-            self,
-            ctx,
-            seg,
-            max_stack,
-            self.pool.get(),
-            closure as *mut u8,
-        );
+        let p = new_proc::<F, T>(id, name, self, ctx, seg, max_stack, closure as *mut u8);
         self.insert_live(p);
         let handle = JoinHandle::from_ref(p);
         match self.current.get() {
