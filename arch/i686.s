@@ -192,7 +192,7 @@ procrt_proc_entry:
 # CFI: as on x86_64, the CFA is ebp-based (CFA = ebp + 8) while esp lives on
 # the new segment, so unwinders walk from f's frames into the caller's on
 # the old segment; `.cfi_signal_frame` lets gdb accept the unordered
-# addresses.
+# addresses. gdb prints this frame as `<signal handler called>`.
     .globl procrt_call_on_segment
     .hidden procrt_call_on_segment
     .type procrt_call_on_segment,@function

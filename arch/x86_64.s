@@ -224,6 +224,8 @@ procrt_proc_entry:
 # caller's frames on the old segment. `.cfi_signal_frame` tells gdb that
 # this frame's caller may sit at a lower address than its callee (the
 # segments are unordered) without calling the stack corrupt.
+# gdb prints this frame as `<signal handler called>`; the frames above it
+# are on the new segment, the ones below on the old.
     .globl procrt_call_on_segment
     .hidden procrt_call_on_segment
     .type procrt_call_on_segment,@function
