@@ -56,8 +56,9 @@
 # procrt_proc_entry subtracts 12 and pushes the argument, so its `call` is
 # made with esp = 0 (mod 16), as the i386 ABI requires.
 #
-# Return-address prediction: as on x86_64, procrt_switch has exactly one
-# call site, so its `ret` returns where the return-stack buffer predicts.
+# Return-address prediction: as on x86_64, the `ret` below is predicted
+# when both contexts were suspended from the same call chain, and
+# mispredicted otherwise (the price of symmetric switching).
 
     .text
 
@@ -108,8 +109,11 @@ procrt_switch:
 
     # Swap stacks. The incoming stack holds a frame of the same layout, so
     # the CFA rules above stay true after the move. ecx is free once used.
+    # MXCSR bits 0-5 are sticky exception flags, caller-saved: only the
+    # control bits (6-15) are compared.
     movl %esp, (%ecx)
     movl (%esp), %eax
+    andl $0xffc0, %eax
     movzwl 4(%esp), %ecx
     movl %edx, %esp
 
@@ -117,7 +121,9 @@ procrt_switch:
     # when it differs: ldmxcsr and fldcw are microcoded and slow, and
     # procs almost never change their rounding mode. eax/ecx hold the
     # outgoing values (same-size loads of the stores above: they forward).
-    cmpl (%esp), %eax
+    movl (%esp), %edx
+    andl $0xffc0, %edx
+    cmpl %edx, %eax
     jne 2f
     cmpw 4(%esp), %cx
     jne 2f

@@ -61,11 +61,14 @@
 # with rsp = 8 (mod 16), as the ABI requires at a function's first
 # instruction.
 #
-# Return-address prediction: the scheduler calls procrt_switch from exactly
-# one call site (src/arch/mod.rs, `switch`, never inlined), so the `ret`
-# below always returns to the address the return-stack buffer predicts,
-# whichever context it lands in; only the first entry into a fresh proc
-# (which "returns" into procrt_proc_entry) is mispredicted.
+# Return-address prediction: the `ret` below returns into whichever
+# context is resumed, while the return-stack buffer predicts the outgoing
+# context's caller. When both contexts were suspended from the same call
+# chain (two procs blocking in the same function) every return is predicted;
+# when they were not, each return up the chain that differs is
+# mispredicted. That is the price of symmetric switching (any proc straight
+# to any other, one switch per hand-off) against an asymmetric
+# resume/suspend pair, which keeps call and return balanced.
 
     .text
 
@@ -116,7 +119,11 @@ procrt_switch:
     fnstcw 4(%rsp)
     # Keep the values just saved in eax/ecx for the comparison below. The
     # loads have the size and address of the stores, so they forward.
+    # MXCSR bits 0-5 are sticky exception flags, caller-saved per the ABI:
+    # only the control bits (6-15) are compared, so a proc that does inexact
+    # arithmetic does not take the slow path on every switch.
     movl (%rsp), %eax
+    andl $0xffc0, %eax
     movzwl 4(%rsp), %ecx
 
     # Swap stacks. The incoming stack holds a frame of the same layout, so
@@ -127,7 +134,9 @@ procrt_switch:
     # Restore the incoming context's floating-point control state, but only
     # when it differs: ldmxcsr and fldcw are microcoded and slow, and
     # procs almost never change their rounding mode.
-    cmpl (%rsp), %eax
+    movl (%rsp), %edx
+    andl $0xffc0, %edx
+    cmpl %edx, %eax
     jne 2f
     cmpw 4(%rsp), %cx
     jne 2f

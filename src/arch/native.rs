@@ -102,15 +102,12 @@ impl Context {
 /// Suspends the running context into `from` and resumes `to`. Returns when
 /// some context switches back to `from`.
 ///
-/// Never inlined: `procrt_switch` must have exactly one call site so that
-/// its `ret` lands where the return-stack buffer predicts (see `arch/*.s`).
-///
 /// # Safety
 ///
 /// `from` must describe the running context, `to` a suspended one (prepared
 /// or switched away from) whose stack is still alive, and neither may be
 /// moved or freed while suspended.
-#[inline(never)]
+#[inline(always)]
 pub(crate) unsafe fn switch(from: &Context, to: &Context) {
     // SAFETY: per this function's contract `to.sp` is the saved stack
     // pointer of a live suspended context; `from.sp` is a valid place to
