@@ -47,18 +47,24 @@ fn grow_lets_a_small_proc_recurse_deeply() {
 #[test]
 fn usage_counts_segments_and_returns_to_one() {
     procrt::run(|| {
-        let u0 = stack::usage().unwrap();
-        assert_eq!(u0.segments, 1);
-        let (u1, u2) = grow(256 << 10, || {
-            let u1 = stack::usage().unwrap();
-            let u2 = grow(1 << 20, || stack::usage().unwrap());
-            (u1, u2)
-        });
-        assert_eq!(u1.segments, 2);
-        assert_eq!(u2.segments, 3);
-        assert!(u2.reserved_bytes > u1.reserved_bytes);
-        assert!(u2.used_bytes > u1.used_bytes && u1.used_bytes > u0.used_bytes);
-        assert_eq!(stack::usage().unwrap().segments, 1);
+        // An ordinary proc (the root has a larger first segment).
+        procrt::spawn(|| {
+            let u0 = stack::usage().unwrap();
+            assert_eq!(u0.segments, 1);
+            let (u1, u2) = grow(256 << 10, || {
+                let u1 = stack::usage().unwrap();
+                let u2 = grow(1 << 20, || stack::usage().unwrap());
+                (u1, u2)
+            });
+            assert_eq!(u1.segments, 2);
+            assert_eq!(u2.segments, 3);
+            assert!(u2.reserved_bytes > u1.reserved_bytes);
+            assert!(u2.used_bytes > u1.used_bytes && u1.used_bytes > u0.used_bytes);
+            assert_eq!(stack::usage().unwrap().segments, 1);
+        })
+        .unwrap()
+        .join()
+        .unwrap();
     });
 }
 

@@ -7,6 +7,9 @@ use crate::stack;
 use std::marker::PhantomData;
 use std::rc::Rc;
 
+/// Closures bigger than this are boxed at once by `spawn`.
+const LARGE: usize = 1024;
+
 /// Spawns a proc running `f` on this thread's runtime, with default options.
 ///
 /// The new proc starts at once: the caller resumes when the child first
@@ -90,9 +93,18 @@ impl Builder {
         let rt = unsafe { &*rt };
         let size = self.stack_size.unwrap_or_else(|| rt.first_segment());
         let max = self.max_stack.unwrap_or_else(|| rt.max_stack());
-        stack::grow(stack::ENTRY_STACK, move || {
-            rt.spawn_proc(f, self.name, size, max)
-        })
+        // A large closure is boxed before it is moved again: debug builds
+        // copy it at every step below.
+        if std::mem::size_of::<F>() > LARGE {
+            let boxed = Box::new(f);
+            return stack::grow(stack::ENTRY_STACK, move || {
+                rt.spawn_proc(boxed, self.name, size, max)
+            });
+        }
+        stack::grow(
+            stack::ENTRY_STACK + 4 * std::mem::size_of::<F>(),
+            move || rt.spawn_proc(f, self.name, size, max),
+        )
     }
 }
 
@@ -138,7 +150,7 @@ impl<T: 'static> JoinHandle<T> {
                     .current()
                     .expect("procrt: JoinHandle::join on an unfinished proc outside any proc");
                 p.joiner.set(Some(me.retain()));
-                stack::grow(stack::ENTRY_STACK, || {
+                stack::grow(stack::ENTRY_STACK + 4 * std::mem::size_of::<T>(), || {
                     while p.state.get() != State::Done {
                         rt.park_current();
                     }

@@ -83,6 +83,11 @@ pub(crate) struct Proc {
     pub(crate) started: Cell<bool>,
     /// Blocked while cancelled and already unwinding: abandoned by drop.
     pub(crate) stuck: Cell<bool>,
+    /// The cancellation panic was raised in this proc (per proc: the
+    /// thread-wide `std::thread::panicking` counts every proc's unwinding).
+    pub(crate) cancel_raised: Cell<bool>,
+    /// Waiting at the LIFO front because it spawned a child that runs first.
+    pub(crate) in_spawn: Cell<bool>,
     /// The proc waiting in `join` for this one.
     pub(crate) joiner: Cell<Option<ProcRef>>,
     /// The closure, on the proc's stack, until the proc starts.
@@ -211,6 +216,8 @@ pub(crate) fn new_proc<F: FnOnce() -> T, T: 'static>(
             cancel: Cell::new(false),
             started: Cell::new(false),
             stuck: Cell::new(false),
+            cancel_raised: Cell::new(false),
+            in_spawn: Cell::new(false),
             joiner: Cell::new(None),
             closure: Cell::new(closure),
             slot: Cell::new(usize::MAX),
@@ -265,17 +272,23 @@ where
     p.closure.set(std::ptr::null_mut());
     // SAFETY: spawn wrote an `F` at `arg`; it is read exactly once, here.
     let f = unsafe { std::ptr::read(arg.cast::<F>()) };
-    let outcome = catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-        if payload.is::<Cancelled>() {
-            JoinError::Cancelled
-        } else {
-            JoinError::Panicked(payload)
-        }
-    });
     let cell = me.0.cast::<ProcCell<T>>();
-    // SAFETY: the allocation is a ProcCell<T> (spawn made it so) and the
-    // runtime's count keeps it alive; only this proc writes its result.
-    unsafe { *(*cell.as_ptr()).result.get() = Some(outcome) };
+    // The outcome is produced and stored inside this closure, so no `T`
+    // lives in proc_main's own frame; debug builds copy a result several
+    // times on its way to the slot, so room for that is made first.
+    crate::stack::grow(8 * std::mem::size_of::<T>(), move || {
+        let outcome = catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+            if payload.is::<Cancelled>() {
+                JoinError::Cancelled
+            } else {
+                JoinError::Panicked(payload)
+            }
+        });
+        // SAFETY: the allocation is a ProcCell<T> (spawn made it so) and
+        // the runtime's count keeps it alive; only this proc writes its
+        // result.
+        unsafe { *(*cell.as_ptr()).result.get() = Some(outcome) };
+    });
     // SAFETY: the proc's stack holds nothing that needs dropping any more
     // (`f` and `outcome` are consumed), so it may be switched away from for
     // good.

@@ -17,6 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// prime, so it does not resonate with loops of a round length.
 const FAIR_STREAK: u32 = 61;
 
+/// Default first segment of the root proc that `block_on` runs: it plays
+/// the part of a thread's `main`, so it gets more room than an ordinary proc
+/// (address space: only the pages it touches cost memory).
+const ROOT_SEGMENT: usize = 1 << 20;
+
 /// Rounds of resuming cancelled procs before a runtime's drop abandons the
 /// ones that still block.
 const CANCEL_ROUNDS: usize = 3;
@@ -81,8 +86,12 @@ pub(crate) struct Rt {
     first_segment: usize,
     /// Default stack limit of a new proc.
     max_stack: usize,
+    /// First segment size of block_on's root proc.
+    root_segment: usize,
     /// The runtime is being dropped.
     shutting_down: Cell<bool>,
+    /// The id of the proc `block_on` is running, if any.
+    root: Cell<Option<ProcId>>,
 }
 
 /// A single-threaded scheduler of procs and the stack pool they run on.
@@ -121,6 +130,7 @@ pub struct RuntimeBuilder {
     pool: PoolConfig,
     first_segment: usize,
     max_stack: usize,
+    root_segment: usize,
 }
 
 impl Default for RuntimeBuilder {
@@ -129,6 +139,7 @@ impl Default for RuntimeBuilder {
             pool: PoolConfig::default(),
             first_segment: stack::DEFAULT_SEGMENT,
             max_stack: stack::DEFAULT_MAX_STACK,
+            root_segment: ROOT_SEGMENT,
         }
     }
 }
@@ -156,6 +167,15 @@ impl RuntimeBuilder {
     /// per proc.
     pub fn max_stack(mut self, bytes: usize) -> Self {
         self.max_stack = bytes;
+        self
+    }
+
+    /// First segment size of the root proc that
+    /// [`block_on`](Runtime::block_on) runs (default 1 MiB, like a small
+    /// `main` thread; only touched pages cost memory). It is kept between
+    /// the first segment size and a quarter of the reservation.
+    pub fn root_stack_size(mut self, bytes: usize) -> Self {
+        self.root_segment = bytes;
         self
     }
 
@@ -207,6 +227,8 @@ impl RuntimeBuilder {
         }
         let pool = StackPool::new(self.pool).map_err(|e| BuildError::new(e.to_string()))?;
         let first_segment = pool.segment_size_for(self.first_segment.max(min));
+        let quarter = (pool.stats().reserved_bytes / 4).max(first_segment);
+        let root_segment = pool.segment_size_for(self.root_segment.min(quarter).max(first_segment));
         stack::install_overflow_handler();
         stack::set_reporter(super::report_overflow);
         Ok(Runtime {
@@ -224,7 +246,9 @@ impl RuntimeBuilder {
                 peak_live: Cell::new(0),
                 first_segment,
                 max_stack: self.max_stack,
+                root_segment,
                 shutting_down: Cell::new(false),
+                root: Cell::new(None),
             }),
             _not_send: PhantomData,
         })
@@ -259,6 +283,9 @@ impl Runtime {
 
     /// Runs `f` as this runtime's root proc, and runs every proc it spawns,
     /// until `f` returns; returns its value. A panic in `f` is resumed here.
+    /// The root proc is named `"block_on"` and, playing the part of a
+    /// thread's `main`, starts on a larger segment than other procs
+    /// ([`RuntimeBuilder::root_stack_size`], 1 MiB by default).
     /// Procs still alive when `f` returns stay in the runtime: a later
     /// `block_on` runs them on, and dropping the runtime cancels them.
     ///
@@ -279,8 +306,17 @@ impl Runtime {
         let rt = &*self.rt;
         let _enter = EnterGuard::enter(rt);
         let root = rt
-            .spawn_proc(f, None, rt.first_segment, rt.max_stack)
+            .spawn_proc(f, Some(Rc::from("block_on")), rt.root_segment, rt.max_stack)
             .unwrap_or_else(|e| panic!("procrt: cannot start the root proc: {e}"));
+        /// Forgets the root when block_on leaves, even by panic.
+        struct RootGuard<'a>(&'a Cell<Option<ProcId>>);
+        impl Drop for RootGuard<'_> {
+            fn drop(&mut self) {
+                self.0.set(None);
+            }
+        }
+        rt.root.set(Some(root.id()));
+        let _root = RootGuard(&rt.root);
         while !root.is_finished() {
             match rt.next_runnable() {
                 Some(p) => rt.resume_from_sched(p),
@@ -373,7 +409,11 @@ impl Rt {
             if let Some(p) = fifo.pop_front() {
                 return Some(p);
             }
-            if lifo.len() > 1 && lifo.back().is_some_and(|p| p.get().started.get()) {
+            if lifo.len() > 1
+                && lifo
+                    .back()
+                    .is_some_and(|p| p.get().started.get() && !p.get().in_spawn.get())
+            {
                 return lifo.pop_back();
             }
         }
@@ -509,7 +549,9 @@ impl Rt {
         }
         debug_assert!(self.zombie.get().is_none(), "two zombies at once");
         self.zombie.set(Some(me));
-        let next = if arch::DIRECT_SWITCH {
+        // The root's end goes back to block_on, which returns.
+        let is_root = self.root.get() == Some(p.id);
+        let next = if arch::DIRECT_SWITCH && !is_root {
             self.next_runnable()
         } else {
             None
@@ -574,13 +616,17 @@ impl Rt {
     /// abandon.
     #[cold]
     fn cancel_point(&self, me: ProcRef) {
-        if std::thread::panicking() {
-            let p = me.get();
+        let p = me.get();
+        if p.cancel_raised.get() {
+            // Blocking again after the cancellation was raised: a
+            // destructor blocks while unwinding (or the proc caught the
+            // cancellation). Raising again could abort; leave it to drop.
             p.stuck.set(true);
             p.state.set(State::Parked);
             self.switch_from(me);
             return;
         }
+        p.cancel_raised.set(true);
         std::panic::resume_unwind(Box::new(Cancelled));
     }
 
@@ -643,6 +689,7 @@ impl Rt {
             Some(me) if arch::DIRECT_SWITCH => {
                 // Start the child now; the parent waits at the LIFO front.
                 me.get().state.set(State::Runnable);
+                me.get().in_spawn.set(true);
                 // SAFETY: see next_runnable.
                 unsafe { (*self.lifo.get()).push_front(me) };
                 p.get().state.set(State::Running);
@@ -650,6 +697,7 @@ impl Rt {
                 // SAFETY: `me` is running; `p` was just prepared.
                 unsafe { arch::switch(&me.get().ctx, &p.get().ctx) };
                 self.after_switch();
+                me.get().in_spawn.set(false);
                 if me.get().cancel.get() {
                     self.cancel_point(me);
                 }
@@ -666,13 +714,32 @@ impl Rt {
     fn shutdown(&self) {
         self.shutting_down.set(true);
         for round in 0..=CANCEL_ROUNDS {
+            // Each snapshot entry holds a count: resuming one proc can end
+            // and reap others further down the list.
             // SAFETY: a snapshot; the table is not borrowed across switches.
-            let procs: Vec<ProcRef> =
-                unsafe { (*self.live.get()).iter().flatten().copied().collect() };
+            let procs: Vec<ProcRef> = unsafe {
+                (*self.live.get())
+                    .iter()
+                    .flatten()
+                    .map(|p| p.retain())
+                    .collect()
+            };
+            /// Releases the snapshot's counts when the round ends.
+            struct Held(Vec<ProcRef>);
+            impl Drop for Held {
+                fn drop(&mut self) {
+                    for p in self.0.drain(..) {
+                        // SAFETY: the count taken for the snapshot.
+                        unsafe { p.release() };
+                    }
+                }
+            }
+            let held = Held(procs);
+            let procs = &held.0;
             if procs.is_empty() {
                 break;
             }
-            for p in &procs {
+            for p in procs {
                 p.get().cancel.set(true);
             }
             // SAFETY: see next_runnable; the queues are rebuilt below.
@@ -680,7 +747,7 @@ impl Rt {
                 (*self.lifo.get()).clear();
                 (*self.fifo.get()).clear();
             }
-            for p in procs {
+            for &p in procs {
                 let pr = p.get();
                 if pr.state.get() == State::Done || pr.slot.get() == usize::MAX {
                     continue;

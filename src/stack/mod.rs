@@ -86,9 +86,11 @@ pub const LIMIT_MARGIN: usize = 256;
 ///
 /// ```
 /// procrt::run(|| {
-///     let left = procrt::stack::remaining_stack().unwrap();
+///     let h = procrt::spawn(|| procrt::stack::remaining_stack().unwrap()).unwrap();
+///     let left = h.join().unwrap();
 ///     assert!(left > 0 && left < procrt::stack::DEFAULT_SEGMENT);
 /// });
+/// assert_eq!(procrt::stack::remaining_stack(), None);
 /// ```
 #[inline]
 pub fn remaining_stack() -> Option<usize> {

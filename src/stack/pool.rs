@@ -291,8 +291,13 @@ impl StackPool {
     }
 
     /// Rounds a requested size to the segment size the pool would hand out.
+    /// Saturates at the largest power of two (which `alloc` then refuses
+    /// as too large) instead of overflowing.
     pub(crate) fn segment_size_for(&self, bytes: usize) -> usize {
-        bytes.max(self.min_segment).next_power_of_two()
+        bytes
+            .max(self.min_segment)
+            .checked_next_power_of_two()
+            .unwrap_or(1 << (usize::BITS - 1))
     }
 
     /// Hands out a segment of `size` bytes (a power of two, at least
@@ -304,7 +309,7 @@ impl StackPool {
             self.min_segment
         );
         let order = size.trailing_zeros() as usize;
-        if order >= HEAP_ORDERS {
+        if order >= HEAP_ORDERS || size > self.map_len {
             return Err(SpawnError::new(SpawnErrorKind::StackTooLarge {
                 requested: size,
             }));
