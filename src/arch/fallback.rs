@@ -145,6 +145,28 @@ pub(crate) unsafe fn switch(from: &Context, to: &Context) {
     }
 }
 
+/// Runs `f(arg)` on the stack `[bottom, top)`, then returns on the current
+/// stack (corosensei's `on_stack`).
+///
+/// # Safety
+///
+/// `top` must be 16-byte aligned, `[bottom, top)` a stack nothing else
+/// uses, and `f` must not unwind.
+pub(crate) unsafe fn call_on_segment(
+    arg: *mut u8,
+    f: unsafe extern "C" fn(*mut u8),
+    top: usize,
+    bottom: usize,
+) {
+    let stack = SegmentStack {
+        base: top,
+        limit: (bottom + 15) & !15,
+    };
+    let arg = arg as usize;
+    // SAFETY: forwarded to the caller.
+    corosensei::on_stack(stack, move || unsafe { f(arg as *mut u8) })
+}
+
 /// The current stack limit (thread-local stand-in for the TCB slot).
 pub(crate) fn stack_limit() -> usize {
     LIMIT.with(|l| l.get())

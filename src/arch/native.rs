@@ -15,6 +15,28 @@ extern "C" {
     /// `arch/*.s`: the first code a fresh proc runs. Never called from Rust;
     /// only its address is taken.
     fn procrt_proc_entry();
+    /// `arch/*.s`: run `f(arg)` with the stack pointer at `sp`.
+    fn procrt_call_on_segment(arg: *mut u8, f: unsafe extern "C" fn(*mut u8), sp: usize);
+}
+
+/// Runs `f(arg)` on the stack whose top is `top` (and lowest usable
+/// address `bottom`), then returns on the current stack.
+///
+/// # Safety
+///
+/// `top` must be 16-byte aligned, `[bottom, top)` a stack nothing else
+/// uses, and `f` must not unwind.
+#[inline(always)]
+pub(crate) unsafe fn call_on_segment(
+    arg: *mut u8,
+    f: unsafe extern "C" fn(*mut u8),
+    top: usize,
+    bottom: usize,
+) {
+    let _ = bottom;
+    // SAFETY: forwarded to the caller; procrt_call_on_segment preserves
+    // every callee-saved register and returns on the caller's stack.
+    unsafe { procrt_call_on_segment(arg, f, top) }
 }
 
 /// Any context may switch straight to any other.

@@ -68,11 +68,6 @@ pub(crate) fn set_running_chain(c: *const Chain) {
     RUNNING.with(|r| r.set(c));
 }
 
-extern "C" {
-    /// `arch/*.s`: run `f(arg)` with the stack pointer at `sp`.
-    fn procrt_call_on_segment(arg: *mut u8, f: unsafe extern "C" fn(*mut u8), sp: usize);
-}
-
 /// A proc's stack: the segments it runs on, linked through their headers,
 /// newest first, plus one spare.
 ///
@@ -412,10 +407,11 @@ fn grow_slow<R, F: FnOnce() -> R>(bytes: usize, f: F) -> R {
     // outlives the call.
     unsafe {
         arch::set_stack_limit(seg.limit());
-        procrt_call_on_segment(
+        arch::call_on_segment(
             (&mut crossing as *mut Crossing<F, R>).cast(),
             on_segment::<F, R>,
             seg.top(),
+            seg.bottom(),
         );
         arch::set_stack_limit(old_limit);
     }
