@@ -22,7 +22,21 @@
 //! message naming the proc.
 //!
 //! The layers, lowest first: [`arch`](crate) (the switch), [`stack`] (the
-//! segment pool), the scheduler ([`Runtime`], [`spawn`], [`park`]).
+//! segment pool and growth), the scheduler ([`Runtime`], [`spawn`],
+//! [`park`]).
+//!
+//! # Limitations
+//!
+//! - Rust code makes no stack checks of its own: a proc's stack grows only
+//!   where [`stack::grow`] is called (and at every runtime entry point).
+//!   Code that needs more than its segment between two such points hits the
+//!   guard page, which ends the process with a message naming the proc.
+//! - `std::thread::panicking()` counts per OS thread, not per proc. While
+//!   one proc is paused in the middle of unwinding (a destructor that
+//!   blocks), the others see `panicking() == true`; a `std::sync::Mutex`
+//!   guard they drop then is marked poisoned. Avoid blocking in destructors
+//!   that may run during a panic.
+//! - A blocking system call blocks every proc of the runtime.
 
 #![warn(missing_docs)]
 
