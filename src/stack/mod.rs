@@ -5,7 +5,7 @@
 //! The note says each proc's stack is a linked list of stack pages, each a
 //! power of two from a buddy allocator. procrt reserves one large range of
 //! address space with `mmap(MAP_NORESERVE)` when a runtime starts and hands
-//! it to a `buddy_system_allocator::Heap`; a [`Segment`] is one block of that
+//! it to a `buddy_system_allocator::Heap`; a `Segment` is one block of that
 //! heap, `2^order` bytes at an address aligned to its size. Pages cost memory
 //! only once touched, so a big reservation is free until procs use it.
 //!
@@ -51,7 +51,8 @@ mod pool;
 pub use grow::{grow, usage, StackUsage, DEFAULT_MAX_STACK};
 pub(crate) use grow::{set_running_chain, Chain, ENTRY_STACK};
 pub(crate) use overflow::{install as install_overflow_handler, set_reporter, SignalBuf};
-pub use pool::{PoolConfig, PoolStats};
+pub use pool::PoolStats;
+pub(crate) use pool::PoolConfig;
 pub(crate) use pool::{Segment, StackPool};
 
 /// Smallest segment in guarded mode: one guard page plus one usable page

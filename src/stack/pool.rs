@@ -34,13 +34,13 @@ const SEGMENT_MAGIC: usize = 0x5345_474d; // "SEGM"
 
 /// Settings of a [`StackPool`], chosen on the runtime's builder.
 #[derive(Clone, Copy, Debug)]
-pub struct PoolConfig {
+pub(crate) struct PoolConfig {
     /// Bytes of address space to reserve; rounded up to whole pages.
-    pub reservation: usize,
+    pub(crate) reservation: usize,
     /// Whether each segment gets a `PROT_NONE` guard page below it.
-    pub guarded: bool,
+    pub(crate) guarded: bool,
     /// High-water mark of the cache of released segments, in bytes.
-    pub cache_limit: usize,
+    pub(crate) cache_limit: usize,
     /// True when `reservation` was not chosen by the user and may shrink.
     pub(crate) default_reservation: bool,
 }
@@ -56,7 +56,7 @@ impl Default for PoolConfig {
     }
 }
 
-/// Counters of a [`StackPool`], as returned by
+/// Counters of a runtime's stack pool, as returned by
 /// [`Runtime::pool_stats`](crate::Runtime::pool_stats).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PoolStats {
