@@ -48,6 +48,7 @@
 //! `spawn`) raises a private panic payload that unwinds its stack to the
 //! proc's base, where it is recorded as [`JoinError::Cancelled`](crate::JoinError).
 
+mod blocks;
 mod handle;
 mod proc;
 mod runtime;

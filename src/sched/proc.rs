@@ -1,9 +1,11 @@
 //! The proc control block and the code a proc starts and ends in.
 
+use super::blocks;
 use super::runtime::{rt_ptr, Rt};
 use crate::arch::Context;
 use crate::error::JoinError;
 use crate::stack::{Chain, Segment};
+use std::alloc::Layout;
 use std::cell::{Cell, UnsafeCell};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -182,9 +184,13 @@ impl<F: FnOnce() -> T, T: 'static> VTableOf<F, T> {
     }
 
     unsafe fn dealloc(p: NonNull<Proc>) {
-        // SAFETY: the allocation was made by Box::new(ProcCell<T>) in
-        // new_proc.
-        drop(unsafe { Box::from_raw(p.cast::<ProcCell<T>>().as_ptr()) });
+        let cell = p.cast::<ProcCell<T>>().as_ptr();
+        // SAFETY: new_proc made this ProcCell<T> in a block from
+        // `blocks::alloc` with its layout; this is the last owner.
+        unsafe {
+            std::ptr::drop_in_place(cell);
+            blocks::free(cell.cast(), Layout::new::<ProcCell<T>>());
+        }
     }
 }
 
@@ -201,7 +207,8 @@ pub(crate) fn new_proc<F: FnOnce() -> T, T: 'static>(
 ) -> ProcRef {
     // SAFETY: `rt` is the live runtime spawning this proc.
     let pool = unsafe { (*rt).pool_ptr() };
-    let cell = Box::new(ProcCell::<T> {
+    let mem = blocks::alloc(Layout::new::<ProcCell<T>>()).cast::<ProcCell<T>>();
+    let value = ProcCell::<T> {
         proc: Proc {
             refs: Cell::new(2),
             vtable: &VTableOf::<F, T>::VTABLE,
@@ -223,8 +230,11 @@ pub(crate) fn new_proc<F: FnOnce() -> T, T: 'static>(
             slot: Cell::new(usize::MAX),
         },
         result: UnsafeCell::new(None),
-    });
-    ProcRef(NonNull::from(Box::leak(cell)).cast())
+    };
+    // SAFETY: `mem` is a fresh block with the layout of ProcCell<T>.
+    unsafe { mem.write(value) };
+    // SAFETY: non-null: blocks::alloc never returns null.
+    ProcRef(unsafe { NonNull::new_unchecked(mem) }.cast())
 }
 
 impl Proc {

@@ -51,8 +51,8 @@ mod pool;
 pub use grow::{grow, usage, StackUsage, DEFAULT_MAX_STACK};
 pub(crate) use grow::{set_running_chain, Chain, ENTRY_STACK};
 pub(crate) use overflow::{install as install_overflow_handler, set_reporter, SignalBuf};
-pub use pool::PoolStats;
 pub(crate) use pool::PoolConfig;
+pub use pool::PoolStats;
 pub(crate) use pool::{Segment, StackPool};
 
 /// Smallest segment in guarded mode: one guard page plus one usable page
