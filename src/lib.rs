@@ -51,6 +51,11 @@ pub use sched::{
     ProcInfo, Runtime, RuntimeBuilder, Unparker,
 };
 
+/// The README's code blocks, compiled and run by `cargo test`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// Corrupted runtime state: print a named failure and abort. Never returns,
 /// never unwinds (unwinding through a broken scheduler would make it worse).
 #[cold]
