@@ -1,20 +1,15 @@
-//! Backtraces taken on a grown segment reach the frames below the segment
-//! boundary, through `procrt_call_on_segment`, and stop at the proc's base.
-//! Each check runs in a child process (the gdb one stops on a breakpoint).
+//! A backtrace taken on a grown segment reaches the frames below the
+//! segment boundary, through `procrt_call_on_segment`, and stops at the
+//! proc's base; checked in a child process. (gdb's `bt` across a boundary
+//! is checked in `stack_walk.rs`.)
 
 mod util;
 
-use util::{child_role, gdb_available, run_child, run_under_gdb};
+use util::{child_role, frame_names, run_child};
 
 /// Runs on the grown segment.
 #[inline(never)]
 fn above_the_boundary_zq() -> String {
-    if child_role().as_deref() == Some("gdb") {
-        // Stop here for gdb's `bt`.
-        // SAFETY: int3 raises SIGTRAP, which gdb catches; nothing else.
-        unsafe { std::arch::asm!("int3") };
-        return String::new();
-    }
     std::backtrace::Backtrace::force_capture().to_string()
 }
 
@@ -25,7 +20,7 @@ fn below_the_boundary_zq() -> String {
     std::hint::black_box(s)
 }
 
-/// The child: take the backtrace (or stop for gdb) on a grown segment.
+/// The child: take the backtrace on a grown segment.
 fn child_body() {
     let rt = procrt::Runtime::new().unwrap();
     let bt = rt.block_on(|| {
@@ -36,18 +31,6 @@ fn child_body() {
         h.join().unwrap()
     });
     println!("BACKTRACE-BEGIN\n{bt}\nBACKTRACE-END");
-}
-
-/// Frame names in a `std::backtrace` rendering (`N: name` lines).
-fn frame_names(bt: &str) -> Vec<String> {
-    bt.lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            let (n, name) = l.split_once(": ")?;
-            n.parse::<usize>().ok()?;
-            Some(name.to_owned())
-        })
-        .collect()
 }
 
 #[test]
@@ -81,30 +64,4 @@ fn backtrace_on_a_grown_segment_includes_frames_below_the_boundary() {
         Some("procrt_proc_entry"),
         "backtrace does not end at the proc's base: {names:?}"
     );
-}
-
-#[test]
-fn gdb_bt_crosses_the_segment_boundary() {
-    if child_role().is_some() {
-        return child_body();
-    }
-    if !gdb_available() {
-        eprintln!("gdb not installed: skipping gdb_bt_crosses_the_segment_boundary");
-        return;
-    }
-    let out = run_under_gdb("gdb_bt_crosses_the_segment_boundary", "gdb", &["bt"]);
-    let text = format!("{}\n{}", out.stdout, out.stderr);
-    let frames: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
-    let pos = |needle: &str| frames.iter().position(|l| l.contains(needle));
-    let above = pos("above_the_boundary_zq").unwrap_or_else(|| panic!("no frame above: {text}"));
-    let below = pos("below_the_boundary_zq").unwrap_or_else(|| panic!("no frame below: {text}"));
-    assert!(above < below, "{text}");
-    assert!(
-        frames
-            .last()
-            .is_some_and(|l| l.contains("procrt_proc_entry")),
-        "bt does not end at procrt_proc_entry: {text}"
-    );
-    assert!(!text.contains("corrupt stack"), "{text}");
-    assert!(!text.contains("Backtrace stopped"), "{text}");
 }

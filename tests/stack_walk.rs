@@ -5,20 +5,7 @@
 mod util;
 
 use std::backtrace::Backtrace;
-use util::{run_under_gdb, SIGTRAP};
-
-/// The function names of a formatted std backtrace, innermost first
-/// (frames print as `  N: name`, locations as `at file:line`).
-fn frame_names(bt: &str) -> Vec<String> {
-    bt.lines()
-        .filter_map(|l| {
-            let l = l.trim_start();
-            let (n, name) = l.split_once(": ")?;
-            n.parse::<usize>().ok()?;
-            Some(name.trim().to_owned())
-        })
-        .collect()
-}
+use util::{frame_names, run_under_gdb, SIGTRAP};
 
 #[inline(never)]
 fn stack_walk_marker_inner() -> String {

@@ -167,6 +167,13 @@ pub(crate) unsafe fn call_on_segment(
     corosensei::on_stack(stack, move || unsafe { f(arg as *mut u8) })
 }
 
+/// The stack pointer, to within a few bytes (the address of a local).
+#[inline(always)]
+pub(crate) fn stack_pointer() -> usize {
+    let probe = 0u8;
+    std::hint::black_box(&probe) as *const u8 as usize
+}
+
 /// The current stack limit (thread-local stand-in for the TCB slot).
 pub(crate) fn stack_limit() -> usize {
     LIMIT.with(|l| l.get())

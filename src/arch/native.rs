@@ -138,6 +138,23 @@ pub(crate) unsafe fn switch(from: &Context, to: &Context) {
     unsafe { procrt_switch(from.sp.as_ptr(), to.sp.get()) }
 }
 
+/// The stack pointer.
+#[inline(always)]
+pub(crate) fn stack_pointer() -> usize {
+    let sp: usize;
+    // SAFETY: reads the stack pointer register; touches no memory.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    // SAFETY: as above.
+    #[cfg(target_arch = "x86")]
+    unsafe {
+        std::arch::asm!("mov {}, esp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    sp
+}
+
 /// Reads the split-stack limit slot of this thread's TCB.
 #[inline(always)]
 pub(crate) fn stack_limit() -> usize {

@@ -297,28 +297,6 @@ fn running_chain() -> Option<&'static Chain> {
     (!c.is_null()).then(|| unsafe { &*c })
 }
 
-/// The stack pointer.
-#[inline(always)]
-fn stack_pointer() -> usize {
-    let sp: usize;
-    // SAFETY: reads the stack pointer register; no memory is touched.
-    #[cfg(target_arch = "x86_64")]
-    unsafe {
-        std::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
-    };
-    // SAFETY: as above.
-    #[cfg(target_arch = "x86")]
-    unsafe {
-        std::arch::asm!("mov {}, esp", out(reg) sp, options(nomem, nostack, preserves_flags))
-    };
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "x86")))]
-    {
-        let probe = 0u8;
-        sp = std::hint::black_box(&probe) as *const u8 as usize;
-    }
-    sp
-}
-
 /// Runs `f` with at least `bytes` of stack, growing the running proc's
 /// stack by a segment if the current one has less left.
 ///
@@ -345,7 +323,7 @@ fn stack_pointer() -> usize {
 #[inline(always)]
 pub fn grow<R, F: FnOnce() -> R>(bytes: usize, f: F) -> R {
     let limit = arch::stack_limit();
-    if stack_pointer().saturating_sub(limit) >= bytes {
+    if arch::stack_pointer().saturating_sub(limit) >= bytes {
         return f();
     }
     grow_slow(bytes, f)
@@ -394,7 +372,7 @@ fn grow_slow<R, F: FnOnce() -> R>(bytes: usize, f: F) -> R {
         Some(s) => (s, None),
         None => chain.fresh_segment(bytes),
     };
-    chain.push(seg, stack_pointer());
+    chain.push(seg, arch::stack_pointer());
     let mut crossing = Crossing::<F, R> {
         f: std::mem::ManuallyDrop::new(f),
         out: std::mem::MaybeUninit::uninit(),
@@ -436,5 +414,5 @@ fn grow_slow<R, F: FnOnce() -> R>(bytes: usize, f: F) -> R {
 /// });
 /// ```
 pub fn usage() -> Option<StackUsage> {
-    Some(running_chain()?.usage(stack_pointer()))
+    Some(running_chain()?.usage(arch::stack_pointer()))
 }

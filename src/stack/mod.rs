@@ -99,7 +99,5 @@ pub fn remaining_stack() -> Option<usize> {
     if limit == 0 {
         return None;
     }
-    let probe = 0u8;
-    let sp = std::hint::black_box(&probe) as *const u8 as usize;
-    Some(sp.saturating_sub(limit - LIMIT_MARGIN))
+    Some(crate::arch::stack_pointer().saturating_sub(limit - LIMIT_MARGIN))
 }

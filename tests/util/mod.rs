@@ -139,3 +139,16 @@ impl Drop for DropCounter {
         self.0.set(self.0.get() + 1);
     }
 }
+
+/// The function names of a formatted std backtrace, innermost first
+/// (frames print as `  N: name`, locations as `at file:line`).
+pub(crate) fn frame_names(bt: &str) -> Vec<String> {
+    bt.lines()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            let (n, name) = l.split_once(": ")?;
+            n.parse::<usize>().ok()?;
+            Some(name.trim().to_owned())
+        })
+        .collect()
+}
