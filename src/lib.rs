@@ -41,14 +41,15 @@
 #![warn(missing_docs)]
 
 mod arch;
+pub mod chan;
 mod error;
 mod sched;
 pub mod stack;
 
 pub use error::{BuildError, JoinError, SpawnError, SpawnErrorKind};
 pub use sched::{
-    current, park, run, spawn, try_current, unparker, yield_now, Builder, JoinHandle, ProcId,
-    ProcInfo, Runtime, RuntimeBuilder, Unparker,
+    current, park, park_timeout, run, sleep, sleep_until, spawn, try_current, unparker, yield_now,
+    Builder, JoinHandle, ProcId, ProcInfo, Runtime, RuntimeBuilder, Unparker,
 };
 
 /// The README's code blocks, compiled and run by `cargo test`.

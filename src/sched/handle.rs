@@ -6,6 +6,7 @@ use crate::error::{JoinError, SpawnError, SpawnErrorKind};
 use crate::stack;
 use std::marker::PhantomData;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 /// Closures bigger than this are boxed at once by `spawn`.
 const LARGE: usize = 1024;
@@ -203,6 +204,65 @@ pub fn park() {
     with_rt("park", |rt| {
         stack::grow(stack::ENTRY_STACK, || rt.park_current())
     })
+}
+
+/// Like [`park`], but for at most `timeout`: returns true when the time ran
+/// out, false when the proc was unparked (or a token was waiting). May also
+/// return spuriously.
+///
+/// # Panics
+///
+/// Outside a proc.
+pub fn park_timeout(timeout: Duration) -> bool {
+    match Instant::now().checked_add(timeout) {
+        Some(deadline) => park_deadline(deadline),
+        None => {
+            park();
+            false
+        }
+    }
+}
+
+/// Parks until unparked or until `deadline`; true when the deadline passed.
+pub(crate) fn park_deadline(deadline: Instant) -> bool {
+    with_rt("park_timeout", |rt| {
+        stack::grow(stack::ENTRY_STACK, || rt.park_until(deadline))
+    })
+}
+
+/// Blocks the calling proc for `dur`; other procs run meanwhile. An idle
+/// runtime sleeps in the kernel until the earliest deadline.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// procrt::run(|| {
+///     let t = Instant::now();
+///     procrt::sleep(Duration::from_millis(5));
+///     assert!(t.elapsed() >= Duration::from_millis(5));
+/// });
+/// ```
+///
+/// # Panics
+///
+/// Outside a proc.
+pub fn sleep(dur: Duration) {
+    match Instant::now().checked_add(dur) {
+        Some(deadline) => sleep_until(deadline),
+        None => loop {
+            park();
+        },
+    }
+}
+
+/// Blocks the calling proc until `deadline`.
+///
+/// # Panics
+///
+/// Outside a proc.
+pub fn sleep_until(deadline: Instant) {
+    while Instant::now() < deadline {
+        park_deadline(deadline);
+    }
 }
 
 /// A handle that wakes one proc from [`park`]. Cloneable, not `Send`: it

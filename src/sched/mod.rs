@@ -52,10 +52,12 @@ mod blocks;
 mod handle;
 mod proc;
 mod runtime;
+mod timer;
 
+pub(crate) use handle::park_deadline;
 pub use handle::{
-    current, park, run, spawn, try_current, unparker, yield_now, Builder, JoinHandle, ProcInfo,
-    Unparker,
+    current, park, park_timeout, run, sleep, sleep_until, spawn, try_current, unparker, yield_now,
+    Builder, JoinHandle, ProcInfo, Unparker,
 };
 pub use proc::ProcId;
 pub use runtime::{Runtime, RuntimeBuilder};

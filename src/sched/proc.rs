@@ -90,6 +90,10 @@ pub(crate) struct Proc {
     pub(crate) cancel_raised: Cell<bool>,
     /// Waiting at the LIFO front because it spawned a child that runs first.
     pub(crate) in_spawn: Cell<bool>,
+    /// The `seq` of its armed timer; 0 when none is armed.
+    pub(crate) timer: Cell<u64>,
+    /// Its last timed park ended because the deadline passed.
+    pub(crate) timed_out: Cell<bool>,
     /// The proc waiting in `join` for this one.
     pub(crate) joiner: Cell<Option<ProcRef>>,
     /// The closure, on the proc's stack, until the proc starts.
@@ -225,6 +229,8 @@ pub(crate) fn new_proc<F: FnOnce() -> T, T: 'static>(
             stuck: Cell::new(false),
             cancel_raised: Cell::new(false),
             in_spawn: Cell::new(false),
+            timer: Cell::new(0),
+            timed_out: Cell::new(false),
             joiner: Cell::new(None),
             closure: Cell::new(closure),
             slot: Cell::new(usize::MAX),

@@ -1,15 +1,17 @@
 //! The runtime: run queues, switching, spawn, exit, `block_on`, and drop.
 
 use super::proc::{new_proc, proc_main, Cancelled, ProcId, ProcRef, State};
+use super::timer;
 use super::JoinHandle;
 use crate::arch::{self, Context};
 use crate::error::{BuildError, JoinError, SpawnError, SpawnErrorKind};
 use crate::stack::{self, Chain, PoolConfig, PoolStats, StackPool};
 use std::cell::{Cell, UnsafeCell};
-use std::collections::VecDeque;
+use std::collections::{BinaryHeap, VecDeque};
 use std::marker::PhantomData;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 /// After this many consecutive picks from the LIFO end, the next pick is
 /// made from the yield queue (or the oldest started proc), so that no proc
@@ -92,6 +94,12 @@ pub(crate) struct Rt {
     shutting_down: Cell<bool>,
     /// The id of the proc `block_on` is running, if any.
     root: Cell<Option<ProcId>>,
+    /// Armed (and stale) timers, earliest first.
+    timers: UnsafeCell<BinaryHeap<timer::Entry>>,
+    /// Last timer `seq` handed out.
+    timer_seq: Cell<u64>,
+    /// Picks since the timers were last checked.
+    ticks: Cell<u32>,
 }
 
 /// A single-threaded scheduler of procs and the stack pool they run on.
@@ -249,6 +257,9 @@ impl RuntimeBuilder {
                 root_segment,
                 shutting_down: Cell::new(false),
                 root: Cell::new(None),
+                timers: UnsafeCell::new(BinaryHeap::new()),
+                timer_seq: Cell::new(0),
+                ticks: Cell::new(0),
             }),
             _not_send: PhantomData,
         })
@@ -320,11 +331,21 @@ impl Runtime {
         while !root.is_finished() {
             match rt.next_runnable() {
                 Some(p) => rt.resume_from_sched(p),
-                None => panic!(
-                    "procrt: deadlock: every proc is parked and nothing can wake one \
-                     (root proc {} never finished)",
-                    root.id()
-                ),
+                None => match rt.next_deadline() {
+                    // Nothing to run: sleep until the earliest timer.
+                    Some(deadline) => {
+                        let now = Instant::now();
+                        if deadline > now {
+                            std::thread::sleep(deadline - now);
+                        }
+                        rt.fire_timers(Instant::now());
+                    }
+                    None => panic!(
+                        "procrt: deadlock: every proc is parked and nothing can wake one \
+                         (root proc {} never finished)",
+                        root.id()
+                    ),
+                },
             }
         }
         match root.join() {
@@ -397,9 +418,84 @@ impl Rt {
         self.max_stack
     }
 
+    /// The earliest armed (or stale) timer's deadline.
+    fn next_deadline(&self) -> Option<Instant> {
+        // SAFETY: touched only by this thread, briefly, without switching.
+        unsafe { (*self.timers.get()).peek().map(|e| e.deadline) }
+    }
+
+    /// Wakes the procs whose timers are due at `now`.
+    #[cold]
+    fn fire_timers(&self, now: Instant) {
+        loop {
+            // SAFETY: as in next_deadline; `fire` and `wake` do not touch
+            // the heap.
+            let heap = unsafe { &mut *self.timers.get() };
+            if heap.peek().map_or(true, |e| e.deadline > now) {
+                break;
+            }
+            let e = heap.pop().expect("peeked entry");
+            if let Some(p) = e.fire() {
+                self.wake(p);
+            }
+        }
+    }
+
+    /// Arms a timer for the running proc `me`; returns its seq.
+    fn arm_timer(&self, me: ProcRef, deadline: Instant) -> u64 {
+        let seq = self.timer_seq.get() + 1;
+        self.timer_seq.set(seq);
+        me.get().timer.set(seq);
+        me.get().timed_out.set(false);
+        let entry = timer::Entry {
+            deadline,
+            seq,
+            proc: me.retain(),
+        };
+        // SAFETY: as in next_deadline.
+        unsafe { (*self.timers.get()).push(entry) };
+        seq
+    }
+
+    /// Parks the running proc until a wake or until `deadline`, whichever
+    /// comes first; returns true if the deadline passed. Returns at once
+    /// (false) if a wake token was waiting.
+    pub(crate) fn park_until(&self, deadline: Instant) -> bool {
+        let me = self
+            .current
+            .get()
+            .expect("procrt: park called outside a proc");
+        let p = me.get();
+        if p.cancel.get() {
+            self.cancel_point(me);
+            return false;
+        }
+        if p.notified.replace(false) {
+            return false;
+        }
+        if Instant::now() >= deadline {
+            return true;
+        }
+        self.arm_timer(me, deadline);
+        p.state.set(State::Parked);
+        self.switch_from(me);
+        // Disarm: a stale entry is dropped when it comes up.
+        p.timer.set(0);
+        let timed_out = p.timed_out.replace(false);
+        if p.cancel.get() {
+            self.cancel_point(me);
+        }
+        timed_out
+    }
+
     /// Picks the next proc to run; see the scheduling policy in `mod.rs`.
     #[inline]
     pub(crate) fn next_runnable(&self) -> Option<ProcRef> {
+        let ticks = self.ticks.get().wrapping_add(1);
+        self.ticks.set(ticks);
+        if ticks % timer::CHECK_EVERY == 0 && self.next_deadline().is_some() {
+            self.fire_timers(Instant::now());
+        }
         // SAFETY: the queues are only touched by this thread, for the span
         // of this function, which neither switches nor runs user code.
         let (lifo, fifo) = unsafe { (&mut *self.lifo.get(), &mut *self.fifo.get()) };
@@ -713,6 +809,12 @@ impl Rt {
     /// Cancels every live proc (see `Runtime`'s "Dropping").
     fn shutdown(&self) {
         self.shutting_down.set(true);
+        // Timers hold counts on procs; no cancelled proc waits for one.
+        // SAFETY: touched only by this thread; nothing switches meanwhile.
+        let timers = std::mem::take(unsafe { &mut *self.timers.get() });
+        for e in timers {
+            e.fire();
+        }
         for round in 0..=CANCEL_ROUNDS {
             // Each snapshot entry holds a count: resuming one proc can end
             // and reap others further down the list.

@@ -1,0 +1,386 @@
+//! The channel itself: `Shared` state, `Sender`, `Receiver`.
+
+use super::{RecvError, RecvTimeoutError, SendError, TryRecvError, TrySendError, Unparker};
+use crate::sched::{park, park_deadline, unparker};
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::marker::PhantomData;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// What senders and the receiver share.
+///
+/// # State
+/// `queue` holds sent, unreceived messages, oldest first; with a bound `n >
+/// 0` it never holds more than `n`. `recv_waiter` is set while the receiver
+/// is parked in `recv`; for a rendezvous channel (`n = 0`) a message may be
+/// queued only while it is set, and queuing one clears it, so the queue
+/// holds at most one message there. `send_waiters` are senders parked on a
+/// full (or receiver-less rendezvous) channel, in arrival order.
+struct Shared<T> {
+    /// Sent and not yet received.
+    queue: RefCell<VecDeque<T>>,
+    /// `None`: unbounded; `Some(n)`: at most `n` queued (0: rendezvous).
+    bound: Option<usize>,
+    /// Live `Sender`s.
+    senders: Cell<usize>,
+    /// The `Receiver` is alive.
+    receiver_alive: Cell<bool>,
+    /// The receiver, while it is parked waiting for a message.
+    recv_waiter: RefCell<Option<Unparker>>,
+    /// Senders parked until there is room (or a receiver, for rendezvous).
+    send_waiters: RefCell<VecDeque<Unparker>>,
+}
+
+impl<T> Shared<T> {
+    /// Whether a message may be queued now.
+    fn has_room(&self) -> bool {
+        match self.bound {
+            None => true,
+            Some(0) => self.recv_waiter.borrow().is_some() && self.queue.borrow().is_empty(),
+            Some(n) => self.queue.borrow().len() < n,
+        }
+    }
+
+    /// Queues `t` and wakes the receiver if it waits.
+    fn push(&self, t: T) {
+        self.queue.borrow_mut().push_back(t);
+        let waiter = self.recv_waiter.borrow_mut().take();
+        if let Some(u) = waiter {
+            u.unpark();
+        }
+    }
+
+    /// Wakes the sender that waited longest, if any.
+    fn wake_one_sender(&self) {
+        let waiter = self.send_waiters.borrow_mut().pop_front();
+        if let Some(u) = waiter {
+            u.unpark();
+        }
+    }
+
+    /// Wakes every parked sender (the receiver is gone, or room appeared
+    /// for a rendezvous).
+    fn wake_all_senders(&self) {
+        let waiters = std::mem::take(&mut *self.send_waiters.borrow_mut());
+        for u in waiters {
+            u.unpark();
+        }
+    }
+
+    /// Takes the oldest message, making room for a parked sender.
+    fn pop(&self) -> Option<T> {
+        let t = self.queue.borrow_mut().pop_front()?;
+        if self.bound.is_some() {
+            self.wake_one_sender();
+        }
+        Some(t)
+    }
+}
+
+/// The sending half of a channel. Clone it for more senders.
+pub struct Sender<T> {
+    shared: Rc<Shared<T>>,
+}
+
+/// The receiving half of a channel.
+pub struct Receiver<T> {
+    shared: Rc<Shared<T>>,
+    /// One receiver: not `Sync`, and `recv` takes `&self` like std's.
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+/// An unbounded channel: `send` never blocks.
+///
+/// ```
+/// use procrt::chan::channel;
+/// procrt::run(|| {
+///     let (tx, rx) = channel();
+///     let producer = procrt::spawn(move || {
+///         for i in 0..3 {
+///             tx.send(i).unwrap();
+///         }
+///     })
+///     .unwrap();
+///     assert_eq!(rx.iter().collect::<Vec<_>>(), [0, 1, 2]);
+///     producer.join().unwrap();
+/// });
+/// ```
+pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
+    make(None)
+}
+
+/// A channel holding at most `bound` messages: `send` parks while it is
+/// full. With `bound == 0` every `send` waits until the receiver is waiting
+/// to take the message (a rendezvous).
+///
+/// ```
+/// use procrt::chan::sync_channel;
+/// procrt::run(|| {
+///     let (tx, rx) = sync_channel(1);
+///     let h = procrt::spawn(move || {
+///         tx.send(1).unwrap();
+///         tx.send(2).unwrap(); // parks until the receiver takes 1
+///     })
+///     .unwrap();
+///     assert_eq!(rx.recv(), Ok(1));
+///     assert_eq!(rx.recv(), Ok(2));
+///     h.join().unwrap();
+/// });
+/// ```
+pub fn sync_channel<T>(bound: usize) -> (Sender<T>, Receiver<T>) {
+    make(Some(bound))
+}
+
+fn make<T>(bound: Option<usize>) -> (Sender<T>, Receiver<T>) {
+    let cap = bound.unwrap_or(0).min(1024);
+    let shared = Rc::new(Shared {
+        queue: RefCell::new(VecDeque::with_capacity(cap)),
+        bound,
+        senders: Cell::new(1),
+        receiver_alive: Cell::new(true),
+        recv_waiter: RefCell::new(None),
+        send_waiters: RefCell::new(VecDeque::new()),
+    });
+    (
+        Sender {
+            shared: shared.clone(),
+        },
+        Receiver {
+            shared,
+            _not_sync: PhantomData,
+        },
+    )
+}
+
+impl<T> Sender<T> {
+    /// Sends `t`, parking while a bounded channel is full (for a rendezvous
+    /// channel, until the receiver waits for it). Fails, giving `t` back,
+    /// when the receiver is gone.
+    ///
+    /// # Panics
+    ///
+    /// When it would have to park outside a proc.
+    pub fn send(&self, t: T) -> Result<(), SendError<T>> {
+        let s = &*self.shared;
+        loop {
+            if !s.receiver_alive.get() {
+                return Err(SendError(t));
+            }
+            if s.has_room() {
+                s.push(t);
+                return Ok(());
+            }
+            let me = unparker();
+            let id = me.id();
+            s.send_waiters.borrow_mut().push_back(me);
+            park();
+            // Withdraw: a stale entry would swallow a wake-up meant for a
+            // sender that still waits.
+            s.send_waiters.borrow_mut().retain(|w| w.id() != id);
+        }
+    }
+
+    /// Sends `t` if that needs no waiting.
+    pub fn try_send(&self, t: T) -> Result<(), TrySendError<T>> {
+        let s = &*self.shared;
+        if !s.receiver_alive.get() {
+            Err(TrySendError::Disconnected(t))
+        } else if s.has_room() {
+            s.push(t);
+            Ok(())
+        } else {
+            Err(TrySendError::Full(t))
+        }
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        let s = &self.shared;
+        s.senders.set(s.senders.get() + 1);
+        Sender { shared: s.clone() }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let s = &*self.shared;
+        let n = s.senders.get() - 1;
+        s.senders.set(n);
+        if n == 0 {
+            // The receiver learns the channel is disconnected.
+            let waiter = s.recv_waiter.borrow_mut().take();
+            if let Some(u) = waiter {
+                u.unpark();
+            }
+        }
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Receives the oldest message, parking while the channel is empty.
+    /// Fails once the channel is empty and every sender is gone.
+    ///
+    /// # Panics
+    ///
+    /// When it would have to park outside a proc.
+    pub fn recv(&self) -> Result<T, RecvError> {
+        let s = &*self.shared;
+        loop {
+            if let Some(t) = s.pop() {
+                return Ok(t);
+            }
+            if s.senders.get() == 0 {
+                return Err(RecvError);
+            }
+            self.wait();
+            park();
+        }
+    }
+
+    /// Receives a message if one is there.
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        let s = &*self.shared;
+        match s.pop() {
+            Some(t) => Ok(t),
+            None if s.senders.get() == 0 => Err(TryRecvError::Disconnected),
+            None => Err(TryRecvError::Empty),
+        }
+    }
+
+    /// Like [`recv`](Self::recv), but waits at most `timeout`.
+    ///
+    /// # Panics
+    ///
+    /// When it would have to park outside a proc.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.recv_deadline(deadline),
+            None => self
+                .recv()
+                .map_err(|RecvError| RecvTimeoutError::Disconnected),
+        }
+    }
+
+    /// Like [`recv`](Self::recv), but waits at most until `deadline`.
+    ///
+    /// # Panics
+    ///
+    /// When it would have to park outside a proc.
+    pub fn recv_deadline(&self, deadline: Instant) -> Result<T, RecvTimeoutError> {
+        let s = &*self.shared;
+        loop {
+            if let Some(t) = s.pop() {
+                return Ok(t);
+            }
+            if s.senders.get() == 0 {
+                return Err(RecvTimeoutError::Disconnected);
+            }
+            if Instant::now() >= deadline {
+                // No longer waiting: a rendezvous sender must not hand over.
+                s.recv_waiter.borrow_mut().take();
+                return Err(RecvTimeoutError::Timeout);
+            }
+            self.wait();
+            park_deadline(deadline);
+        }
+    }
+
+    /// Registers the calling proc as the waiting receiver; a rendezvous
+    /// channel now has room, so parked senders are told.
+    fn wait(&self) {
+        let s = &*self.shared;
+        *s.recv_waiter.borrow_mut() = Some(unparker());
+        if s.bound == Some(0) {
+            s.wake_all_senders();
+        }
+    }
+
+    /// An iterator that receives until the channel is disconnected.
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter { rx: self }
+    }
+
+    /// An iterator over the messages there now, without waiting.
+    pub fn try_iter(&self) -> TryIter<'_, T> {
+        TryIter { rx: self }
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let s = &*self.shared;
+        s.receiver_alive.set(false);
+        s.recv_waiter.borrow_mut().take();
+        // Senders fail from now on; unreceived messages are dropped.
+        s.wake_all_senders();
+        let queued = std::mem::take(&mut *s.queue.borrow_mut());
+        drop(queued);
+    }
+}
+
+/// Receives until the channel is disconnected; see [`Receiver::iter`].
+pub struct Iter<'a, T> {
+    rx: &'a Receiver<T>,
+}
+
+impl<T> Iterator for Iter<'_, T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        self.rx.recv().ok()
+    }
+}
+
+/// The messages there now; see [`Receiver::try_iter`].
+pub struct TryIter<'a, T> {
+    rx: &'a Receiver<T>,
+}
+
+impl<T> Iterator for TryIter<'_, T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// Receives until the channel is disconnected, owning the receiver.
+pub struct IntoIter<T> {
+    rx: Receiver<T>,
+}
+
+impl<T> Iterator for IntoIter<T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        self.rx.recv().ok()
+    }
+}
+
+impl<T> IntoIterator for Receiver<T> {
+    type Item = T;
+    type IntoIter = IntoIter<T>;
+    fn into_iter(self) -> IntoIter<T> {
+        IntoIter { rx: self }
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Receiver<T> {
+    type Item = T;
+    type IntoIter = Iter<'a, T>;
+    fn into_iter(self) -> Iter<'a, T> {
+        self.iter()
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender").finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver").finish_non_exhaustive()
+    }
+}
