@@ -33,8 +33,10 @@
 //! one runtime.
 
 mod mpsc;
+mod select;
 
 pub use mpsc::{channel, sync_channel, IntoIter, Iter, Receiver, Sender, TryIter};
+pub use select::{ReadyTimeoutError, Select};
 pub use std::sync::mpsc::{RecvError, RecvTimeoutError, SendError, TryRecvError, TrySendError};
 
 use crate::sched::Unparker;

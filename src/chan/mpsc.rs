@@ -196,6 +196,28 @@ impl<T> Sender<T> {
     }
 }
 
+/// Hooks for `select`: readiness and waiter registration.
+impl<T> Sender<T> {
+    /// Whether `try_send` would not return `Full` now.
+    pub(super) fn send_ready(&self) -> bool {
+        let s = &*self.shared;
+        !s.receiver_alive.get() || s.has_room()
+    }
+
+    /// Parks-to-be: wake `u` when the channel may have room.
+    pub(super) fn add_send_waiter(&self, u: Unparker) {
+        self.shared.send_waiters.borrow_mut().push_back(u);
+    }
+
+    /// Withdraws the waiter of proc `id`.
+    pub(super) fn remove_send_waiter(&self, id: crate::ProcId) {
+        self.shared
+            .send_waiters
+            .borrow_mut()
+            .retain(|w| w.id() != id);
+    }
+}
+
 impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
         let s = &self.shared;
@@ -296,6 +318,22 @@ impl<T> Receiver<T> {
         if s.bound == Some(0) {
             s.wake_all_senders();
         }
+    }
+
+    /// Whether `try_recv` would not return `Empty` now.
+    pub(super) fn recv_ready(&self) -> bool {
+        let s = &*self.shared;
+        !s.queue.borrow().is_empty() || s.senders.get() == 0
+    }
+
+    /// Registers the calling proc as the waiting receiver (see `wait`).
+    pub(super) fn add_recv_waiter(&self) {
+        self.wait();
+    }
+
+    /// Withdraws the waiting receiver.
+    pub(super) fn remove_recv_waiter(&self) {
+        self.shared.recv_waiter.borrow_mut().take();
     }
 
     /// An iterator that receives until the channel is disconnected.
