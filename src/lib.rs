@@ -40,6 +40,7 @@
 
 #![warn(missing_docs)]
 
+pub mod actor;
 mod arch;
 pub mod chan;
 mod error;
