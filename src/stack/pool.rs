@@ -330,6 +330,16 @@ impl StackPool {
                 })
             })?;
             let base = block.as_ptr() as usize;
+            if size > self.page {
+                // The heap kept its free-list link in the block's first
+                // word, which made the first page resident. That page is the
+                // guard page (guarded) or the far bottom of the stack
+                // (unguarded), which a proc rarely reaches: give it back, so
+                // a fresh proc costs only the pages it touches at the top.
+                // SAFETY: the page lies in a block this pool just took out
+                // of the heap; its contents (the stale link) are dead.
+                unsafe { libc::madvise(base as *mut libc::c_void, self.page, libc::MADV_DONTNEED) };
+            }
             if self.guarded {
                 // SAFETY: [base, base + page) lies inside a block this pool
                 // just took out of the heap; nothing else uses it.
