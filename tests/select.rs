@@ -103,3 +103,67 @@ fn ready_cases_are_chosen_fairly() {
         }
     });
 }
+
+#[test]
+fn a_select_sending_and_receiving_on_one_rendezvous_channel_does_not_spin() {
+    // Found by the chan_ops fuzzer: the receive case's registration woke the
+    // same select's send entry, so it never parked and nothing else ran.
+    procrt::run(|| {
+        let (tx, rx) = sync_channel::<u32>(0);
+        let tx2 = tx.clone();
+        let h = procrt::spawn(move || {
+            procrt::sleep(Duration::from_millis(1));
+            tx2.send(7).unwrap();
+        })
+        .unwrap();
+        let mut sel = Select::new();
+        let _s = sel.send(&tx);
+        let r = sel.recv(&rx);
+        assert_eq!(sel.ready(), r);
+        assert_eq!(rx.try_recv(), Ok(7));
+        h.join().unwrap();
+    });
+}
+
+#[test]
+fn a_select_that_takes_another_case_passes_the_room_on() {
+    // Found by reading the code (chan_ops encodes it): room on a full
+    // channel woke a select that then took another case; the sender parked
+    // behind it must still be woken.
+    procrt::run(|| {
+        let (tx_c, rx_c) = sync_channel::<u32>(1);
+        let (tx_d, rx_d) = channel::<u32>();
+        tx_c.send(0).unwrap(); // c is full
+        let tx_c2 = tx_c.clone();
+        let s2 = procrt::spawn(move || {
+            let mut sel = Select::new();
+            let send_c = sel.send(&tx_c2);
+            let recv_d = sel.recv(&rx_d);
+            let i = sel.ready();
+            assert!(i == send_c || i == recv_d);
+            if i == recv_d {
+                rx_d.try_recv().unwrap();
+            } else {
+                tx_c2.try_send(2).unwrap();
+            }
+            i == recv_d
+        })
+        .unwrap();
+        let s1 = procrt::spawn(move || tx_c.send(1).unwrap()).unwrap();
+        tx_d.send(9).unwrap(); // wakes the select
+        let first = rx_c.try_recv().unwrap(); // room: wakes the first sender waiter
+        assert_eq!(first, 0);
+        // Whatever the select chose, the blocked sender gets through.
+        let took_d = s2.join().unwrap();
+        let mut got = vec![rx_c.recv().unwrap()];
+        if !took_d {
+            got.push(rx_c.recv().unwrap());
+        }
+        s1.join().unwrap();
+        got.sort();
+        assert!(
+            got.contains(&1),
+            "blocked sender never got through: {got:?}"
+        );
+    });
+}

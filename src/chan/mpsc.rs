@@ -61,11 +61,21 @@ impl<T> Shared<T> {
     }
 
     /// Wakes every parked sender (the receiver is gone, or room appeared
-    /// for a rendezvous).
-    fn wake_all_senders(&self) {
+    /// for a rendezvous), except proc `skip`'s own entries, which stay
+    /// queued: a select that waits to send and to receive on the same
+    /// rendezvous channel must not wake itself (it would never park).
+    fn wake_all_senders(&self, skip: Option<crate::ProcId>) {
         let waiters = std::mem::take(&mut *self.send_waiters.borrow_mut());
+        let mut kept = VecDeque::new();
         for u in waiters {
-            u.unpark();
+            if Some(u.id()) == skip {
+                kept.push_back(u);
+            } else {
+                u.unpark();
+            }
+        }
+        if !kept.is_empty() {
+            self.send_waiters.borrow_mut().extend(kept);
         }
     }
 
@@ -216,6 +226,15 @@ impl<T> Sender<T> {
             .borrow_mut()
             .retain(|w| w.id() != id);
     }
+
+    /// A select that may have been woken for room here took another case:
+    /// pass the wake-up on to the next parked sender, so the room is not
+    /// left unused while a sender sleeps.
+    pub(super) fn pass_on_room(&self) {
+        if self.shared.has_room() && self.shared.receiver_alive.get() {
+            self.shared.wake_one_sender();
+        }
+    }
 }
 
 impl<T> Clone for Sender<T> {
@@ -314,9 +333,11 @@ impl<T> Receiver<T> {
     /// channel now has room, so parked senders are told.
     fn wait(&self) {
         let s = &*self.shared;
-        *s.recv_waiter.borrow_mut() = Some(unparker());
+        let me = unparker();
+        let id = me.id();
+        *s.recv_waiter.borrow_mut() = Some(me);
         if s.bound == Some(0) {
-            s.wake_all_senders();
+            s.wake_all_senders(Some(id));
         }
     }
 
@@ -353,7 +374,7 @@ impl<T> Drop for Receiver<T> {
         s.receiver_alive.set(false);
         s.recv_waiter.borrow_mut().take();
         // Senders fail from now on; unreceived messages are dropped.
-        s.wake_all_senders();
+        s.wake_all_senders(None);
         let queued = std::mem::take(&mut *s.queue.borrow_mut());
         drop(queued);
     }

@@ -37,6 +37,9 @@ trait Case {
     fn register(&self);
     /// Withdraws the calling proc's registration (`id` is its id).
     fn unregister(&self, id: crate::ProcId);
+    /// This case was ready but another was chosen: pass on any wake-up it
+    /// may have consumed.
+    fn pass_on(&self) {}
 }
 
 struct RecvCase<'a, T>(&'a Receiver<T>);
@@ -63,6 +66,9 @@ impl<T> Case for SendCase<'_, T> {
     }
     fn unregister(&self, id: crate::ProcId) {
         self.0.remove_send_waiter(id);
+    }
+    fn pass_on(&self) {
+        self.0.pass_on_room();
     }
 }
 
@@ -151,11 +157,26 @@ impl<'a> Select<'a> {
             !self.cases.is_empty(),
             "procrt: Select::ready with no cases"
         );
+        let mut waited = false;
         loop {
             if let Some(i) = self.try_ready() {
+                if waited {
+                    self.pass_on_others(i);
+                }
                 return i;
             }
             self.wait(None);
+            waited = true;
+        }
+    }
+
+    /// After a wait: the wake-up that ended it may have been meant to hand
+    /// this select room on a send case it is not taking; pass those on.
+    fn pass_on_others(&self, chosen: usize) {
+        for (j, c) in self.cases.iter().enumerate() {
+            if j != chosen && c.ready() {
+                c.pass_on();
+            }
         }
     }
 
@@ -166,14 +187,19 @@ impl<'a> Select<'a> {
     /// When it would have to park outside a proc.
     pub fn ready_timeout(&mut self, timeout: Duration) -> Result<usize, ReadyTimeoutError> {
         let deadline = Instant::now().checked_add(timeout);
+        let mut waited = false;
         loop {
             if let Some(i) = self.try_ready() {
+                if waited {
+                    self.pass_on_others(i);
+                }
                 return Ok(i);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) || self.cases.is_empty() {
                 return Err(ReadyTimeoutError);
             }
             self.wait(deadline);
+            waited = true;
         }
     }
 
