@@ -1,5 +1,6 @@
 //! Errors of the public API.
 
+use crate::sched::ExitReason;
 use std::any::Any;
 use std::fmt;
 
@@ -88,6 +89,11 @@ pub enum JoinError {
     /// The runtime was dropped before the proc finished: it was unwound (or
     /// never started) and its destructors ran.
     Cancelled,
+    /// A linked proc ended abnormally and this proc did not trap exits: it
+    /// was unwound at its next blocking point (or never started) and its
+    /// destructors ran. The reason is [`ExitReason::Linked`]; see
+    /// [`link`](crate::link).
+    Exited(ExitReason),
 }
 
 impl JoinError {
@@ -101,12 +107,17 @@ impl JoinError {
         matches!(self, JoinError::Cancelled)
     }
 
+    /// True when the proc was ended by an exit signal from a linked proc.
+    pub fn is_exited(&self) -> bool {
+        matches!(self, JoinError::Exited(_))
+    }
+
     /// The panic's message, when the payload is a string (as `panic!`
     /// makes it).
     pub fn panic_message(&self) -> Option<&str> {
         match self {
             JoinError::Panicked(p) => payload_str(&**p),
-            JoinError::Cancelled => None,
+            JoinError::Cancelled | JoinError::Exited(_) => None,
         }
     }
 
@@ -114,11 +125,12 @@ impl JoinError {
     ///
     /// # Panics
     ///
-    /// If the proc was cancelled rather than panicked.
+    /// If the proc was cancelled or exited rather than panicked.
     pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
         match self {
             JoinError::Panicked(p) => p,
             JoinError::Cancelled => panic!("JoinError::into_panic on a cancelled proc"),
+            JoinError::Exited(_) => panic!("JoinError::into_panic on an exited proc"),
         }
     }
 }
@@ -140,6 +152,7 @@ impl fmt::Debug for JoinError {
                 None => write!(f, "Panicked(..)"),
             },
             JoinError::Cancelled => write!(f, "Cancelled"),
+            JoinError::Exited(r) => write!(f, "Exited({r:?})"),
         }
     }
 }
@@ -152,6 +165,7 @@ impl fmt::Display for JoinError {
                 None => write!(f, "proc panicked"),
             },
             JoinError::Cancelled => write!(f, "proc cancelled: its runtime was dropped"),
+            JoinError::Exited(r) => write!(f, "proc exited: {r}"),
         }
     }
 }

@@ -23,7 +23,8 @@
 //!
 //! The layers, lowest first: [`arch`](crate) (the switch), [`stack`] (the
 //! segment pool and growth), the scheduler ([`Runtime`], [`spawn`],
-//! [`park`]).
+//! [`park`]), with Erlang's monitors and links ([`monitor`], [`link`],
+//! [`trap_exits`]).
 //!
 //! # Limitations
 //!
@@ -37,6 +38,10 @@
 //!   guard they drop then is marked poisoned. Avoid blocking in destructors
 //!   that may run during a panic.
 //! - A blocking system call blocks every proc of the runtime.
+//! - Ending a proc is cooperative. An exit signal from a [`link`]ed proc
+//!   unwinds its partner at a blocking point (`park`, `yield_now`, `join`,
+//!   `spawn`, a channel wait); a proc that never blocks cannot be ended,
+//!   and no other proc runs meanwhile.
 
 #![warn(missing_docs)]
 
@@ -49,8 +54,9 @@ pub mod stack;
 
 pub use error::{BuildError, JoinError, SpawnError, SpawnErrorKind};
 pub use sched::{
-    current, park, park_timeout, run, sleep, sleep_until, spawn, try_current, unparker, yield_now,
-    Builder, JoinHandle, ProcId, ProcInfo, Runtime, RuntimeBuilder, Unparker,
+    current, demonitor, link, monitor, park, park_timeout, run, sleep, sleep_until, spawn,
+    trap_exits, try_current, unlink, unparker, yield_now, Builder, Down, ExitReason, JoinHandle,
+    MonitorRef, ProcId, ProcInfo, Runtime, RuntimeBuilder, Unparker,
 };
 
 /// The README's code blocks, compiled and run by `cargo test`.

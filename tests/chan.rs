@@ -744,6 +744,77 @@ fn runtime_drop_cancels_procs_parked_in_recv_and_send_and_runs_destructors() {
     }
 }
 
+/// A sender parked on a full channel and ended there by a linked proc's
+/// exit signal unwinds out of `send`: it must take its place in the queue
+/// of waiting senders with it, or the next receive wakes the dead proc
+/// instead of a live sender, which then waits forever.
+#[test]
+fn a_sender_ended_while_parked_in_send_does_not_swallow_the_next_wake_up() {
+    procrt::run(|| {
+        let (tx, rx) = sync_channel::<u32>(1);
+        tx.send(0).unwrap();
+        let tx1 = tx.clone();
+        let victim = spawn(move || {
+            let _ = tx1.send(1);
+        })
+        .unwrap();
+        let victim_id = victim.id();
+        let killer = spawn(move || {
+            procrt::link(victim_id);
+            panic!("ending the linked sender parked in send");
+        })
+        .unwrap();
+        assert!(killer.join().unwrap_err().is_panic());
+        assert!(victim.join().unwrap_err().is_exited());
+        // A live sender waits on the full channel now.
+        let live = spawn(move || tx.send(2)).unwrap();
+        assert!(!live.is_finished());
+        assert_eq!(rx.recv(), Ok(0), "makes room: must wake the live sender");
+        assert!(
+            yield_until(100, || live.is_finished()),
+            "the live sender was not woken: the room went to the ended one"
+        );
+        assert_eq!(live.join().unwrap(), Ok(()));
+        assert_eq!(rx.recv(), Ok(2));
+    });
+}
+
+/// The same for a receiver: one proc of two sharing a receiver (`recv`
+/// takes `&self`) is ended while parked in `recv` on a rendezvous channel.
+/// Nobody waits in `recv` afterwards, so `try_send` must say `Full`, as it
+/// does when no receiver ever waited; it must not hand the message over to
+/// a waiter that is gone.
+#[test]
+fn a_receiver_ended_while_parked_in_recv_no_longer_counts_as_waiting() {
+    procrt::run(|| {
+        let (tx, rx) = sync_channel::<u32>(0);
+        let rx = Rc::new(rx);
+        let rx2 = rx.clone();
+        let first = spawn(move || rx2.recv()).unwrap();
+        assert_eq!(tx.try_send(1), Ok(()), "a proc waits in recv");
+        assert_eq!(first.join().unwrap(), Ok(1));
+        let rx3 = rx.clone();
+        let victim = spawn(move || {
+            let _ = rx3.recv();
+        })
+        .unwrap();
+        let victim_id = victim.id();
+        let killer = spawn(move || {
+            procrt::link(victim_id);
+            panic!("ending the linked receiver parked in recv");
+        })
+        .unwrap();
+        assert!(killer.join().unwrap_err().is_panic());
+        assert!(victim.join().unwrap_err().is_exited());
+        assert_eq!(
+            tx.try_send(2),
+            Err(TrySendError::Full(2)),
+            "no receiver waits any more"
+        );
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Timers: sleep, park_timeout, an idle runtime
 // ---------------------------------------------------------------------------
@@ -773,6 +844,34 @@ fn sleeping_procs_wake_in_deadline_order() {
     });
     assert!(t.elapsed() >= Duration::from_millis(30));
     assert_eq!(*order.borrow(), [10, 20, 30]);
+}
+
+/// The runtime is late (here: the root blocks the thread in
+/// `std::thread::sleep`, as a loaded machine might deschedule it), so both
+/// deadlines have passed when the timers are next checked: the two sleepers
+/// must still run in deadline order.
+#[test]
+fn sleepers_whose_deadlines_pass_together_still_wake_in_deadline_order() {
+    let order = log::<u64>();
+    let o = order.clone();
+    procrt::run(move || {
+        let hs: Vec<_> = [20u64, 10]
+            .into_iter()
+            .map(|ms| {
+                let o = o.clone();
+                spawn(move || {
+                    sleep(Duration::from_millis(ms));
+                    o.borrow_mut().push(ms);
+                })
+                .unwrap()
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(40));
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+    assert_eq!(*order.borrow(), [10, 20]);
 }
 
 #[test]

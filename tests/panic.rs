@@ -55,6 +55,7 @@ fn panics_propagate_to_join_with_their_payload() {
     match e_custom {
         JoinError::Panicked(p) => assert_eq!(p.downcast_ref::<Custom>(), Some(&Custom { code: 7 })),
         JoinError::Cancelled => panic!("custom panic reported as cancelled"),
+        JoinError::Exited(r) => panic!("custom panic reported as an exit: {r}"),
     }
     assert_eq!(rt.live_procs(), 0);
     assert_eq!(rt.pool_stats().live_segments, 0);

@@ -89,6 +89,39 @@ impl<T> Shared<T> {
     }
 }
 
+/// Unregisters proc `id` as the waiting receiver when dropped, also when
+/// unwinding out of `park` (a rendezvous sender must not hand a message to
+/// a receiver that no longer waits).
+struct StopWaiting<'a, T> {
+    shared: &'a Shared<T>,
+    id: crate::ProcId,
+}
+
+impl<T> Drop for StopWaiting<'_, T> {
+    fn drop(&mut self) {
+        let mut w = self.shared.recv_waiter.borrow_mut();
+        if w.as_ref().is_some_and(|u| u.id() == self.id) {
+            w.take();
+        }
+    }
+}
+
+/// Removes proc `id`'s entry from the senders' queue when dropped.
+struct Withdraw<'a, T> {
+    shared: &'a Shared<T>,
+    id: crate::ProcId,
+}
+
+impl<T> Drop for Withdraw<'_, T> {
+    fn drop(&mut self) {
+        let id = self.id;
+        self.shared
+            .send_waiters
+            .borrow_mut()
+            .retain(|w| w.id() != id);
+    }
+}
+
 /// The sending half of a channel. Clone it for more senders.
 pub struct Sender<T> {
     shared: Rc<Shared<T>>,
@@ -185,10 +218,11 @@ impl<T> Sender<T> {
             let me = unparker();
             let id = me.id();
             s.send_waiters.borrow_mut().push_back(me);
+            // Withdraw when done waiting, also when unwinding out of `park`
+            // (the proc was ended by a link or cancelled): a stale entry
+            // would swallow a wake-up meant for a sender that still waits.
+            let _withdraw = Withdraw { shared: s, id };
             park();
-            // Withdraw: a stale entry would swallow a wake-up meant for a
-            // sender that still waits.
-            s.send_waiters.borrow_mut().retain(|w| w.id() != id);
         }
     }
 
@@ -276,7 +310,7 @@ impl<T> Receiver<T> {
             if s.senders.get() == 0 {
                 return Err(RecvError);
             }
-            self.wait();
+            let _waiting = self.wait();
             park();
         }
     }
@@ -324,14 +358,15 @@ impl<T> Receiver<T> {
                 s.recv_waiter.borrow_mut().take();
                 return Err(RecvTimeoutError::Timeout);
             }
-            self.wait();
+            let _waiting = self.wait();
             park_deadline(deadline);
         }
     }
 
     /// Registers the calling proc as the waiting receiver; a rendezvous
     /// channel now has room, so parked senders are told.
-    fn wait(&self) {
+    #[must_use = "the receiver stops counting as waiting when this is dropped"]
+    fn wait(&self) -> StopWaiting<'_, T> {
         let s = &*self.shared;
         let me = unparker();
         let id = me.id();
@@ -339,6 +374,7 @@ impl<T> Receiver<T> {
         if s.bound == Some(0) {
             s.wake_all_senders(Some(id));
         }
+        StopWaiting { shared: s, id }
     }
 
     /// Whether `try_recv` would not return `Empty` now.
@@ -349,7 +385,9 @@ impl<T> Receiver<T> {
 
     /// Registers the calling proc as the waiting receiver (see `wait`).
     pub(super) fn add_recv_waiter(&self) {
-        self.wait();
+        // The select withdraws itself (`remove_recv_waiter`), also when
+        // unwinding.
+        std::mem::forget(self.wait());
     }
 
     /// Withdraws the waiting receiver.

@@ -205,18 +205,26 @@ impl<'a> Select<'a> {
 
     /// Registers on every case, parks, withdraws from every case.
     fn wait(&self, deadline: Option<Instant>) {
+        /// Withdraws from every case when dropped, also when unwinding out
+        /// of `park` (the proc was ended by a link or cancelled).
+        struct Withdraw<'s, 'a>(&'s Select<'a>, crate::ProcId);
+        impl Drop for Withdraw<'_, '_> {
+            fn drop(&mut self) {
+                for c in &self.0.cases {
+                    c.unregister(self.1);
+                }
+            }
+        }
         let id = unparker().id();
         for c in &self.cases {
             c.register();
         }
+        let _withdraw = Withdraw(self, id);
         match deadline {
             Some(d) => {
                 park_deadline(d);
             }
             None => park(),
-        }
-        for c in &self.cases {
-            c.unregister(id);
         }
     }
 }

@@ -47,9 +47,13 @@
 //! started one; the blocking call it was in (`park`, `yield_now`, `join`,
 //! `spawn`) raises a private panic payload that unwinds its stack to the
 //! proc's base, where it is recorded as [`JoinError::Cancelled`](crate::JoinError).
+//! The same flag and blocking points end a proc whose linked partner ended
+//! abnormally, with a payload of its own ([`JoinError::Exited`](crate::JoinError));
+//! see `monitor.rs`.
 
 mod blocks;
 mod handle;
+mod monitor;
 mod proc;
 mod runtime;
 mod timer;
@@ -59,6 +63,7 @@ pub use handle::{
     current, park, park_timeout, run, sleep, sleep_until, spawn, try_current, unparker, yield_now,
     Builder, JoinHandle, ProcInfo, Unparker,
 };
+pub use monitor::{demonitor, link, monitor, trap_exits, unlink, Down, ExitReason, MonitorRef};
 pub use proc::ProcId;
 pub use runtime::{Runtime, RuntimeBuilder};
 

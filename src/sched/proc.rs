@@ -1,6 +1,7 @@
 //! The proc control block and the code a proc starts and ends in.
 
 use super::blocks;
+use super::monitor::{self, ExitReason, LinkExit, Watch};
 use super::runtime::{rt_ptr, Rt};
 use crate::arch::Context;
 use crate::error::JoinError;
@@ -8,24 +9,41 @@ use crate::stack::{Chain, Segment};
 use std::alloc::Layout;
 use std::cell::{Cell, UnsafeCell};
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::rc::Rc;
 
 /// A proc's identity, unique within its process for the process's lifetime.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ProcId(pub(crate) u64);
+///
+/// It is a process-wide sequence number, never reused, together with the
+/// proc's slot in its runtime's table of live procs, so that the runtime
+/// finds a proc by id in O(1) (see `monitor.rs`). Ids compare and order as
+/// their sequence numbers: in spawn order.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProcId {
+    /// From the process-wide counter; unique on its own.
+    pub(crate) seq: u64,
+    /// Index in the runtime's live table while the proc is alive.
+    pub(crate) slot: u32,
+}
 
 impl ProcId {
-    /// The number behind the id.
+    /// The number behind the id: unique within the process.
     pub fn as_u64(self) -> u64 {
-        self.0
+        self.seq
+    }
+}
+
+impl fmt::Debug for ProcId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ProcId").field(&self.seq).finish()
     }
 }
 
 impl fmt::Display for ProcId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
+        write!(f, "#{}", self.seq)
     }
 }
 
@@ -79,14 +97,16 @@ pub(crate) struct Proc {
     pub(crate) rt: *const Rt,
     /// An unpark arrived while the proc was not parked (the park token).
     pub(crate) notified: Cell<bool>,
-    /// The runtime is being dropped: unwind at the next blocking point.
+    /// The runtime is being dropped, or an exit signal from a linked proc
+    /// is pending (see `monitor.rs`): unwind at the next blocking point.
     pub(crate) cancel: Cell<bool>,
     /// The proc has begun running its closure.
     pub(crate) started: Cell<bool>,
     /// Blocked while cancelled and already unwinding: abandoned by drop.
     pub(crate) stuck: Cell<bool>,
-    /// The cancellation panic was raised in this proc (per proc: the
-    /// thread-wide `std::thread::panicking` counts every proc's unwinding).
+    /// The cancellation (or exit signal) panic was raised in this proc (per
+    /// proc: the thread-wide `std::thread::panicking` counts every proc's
+    /// unwinding).
     pub(crate) cancel_raised: Cell<bool>,
     /// Waiting at the LIFO front because it spawned a child that runs first.
     pub(crate) in_spawn: Cell<bool>,
@@ -98,8 +118,13 @@ pub(crate) struct Proc {
     pub(crate) joiner: Cell<Option<ProcRef>>,
     /// The closure, on the proc's stack, until the proc starts.
     pub(crate) closure: Cell<*mut u8>,
-    /// Index in the runtime's table of live procs.
+    /// Index in the runtime's table of live procs; `usize::MAX` once it
+    /// left the table.
     pub(crate) slot: Cell<usize>,
+    /// Monitors, links and exit trapping; `None` for a proc that uses none
+    /// (see `monitor.rs`). Every end of a proc takes it, so the control
+    /// block's drop need not look at it.
+    pub(crate) watch: ManuallyDrop<Cell<Option<Box<Watch>>>>,
 }
 
 /// Operations that depend on the closure and result types.
@@ -192,16 +217,21 @@ impl<F: FnOnce() -> T, T: 'static> VTableOf<F, T> {
         // SAFETY: new_proc made this ProcCell<T> in a block from
         // `blocks::alloc` with its layout; this is the last owner.
         unsafe {
+            debug_assert!(
+                (*cell).proc.watch.take().is_none(),
+                "a proc's monitors and links outlived it"
+            );
             std::ptr::drop_in_place(cell);
             blocks::free(cell.cast(), Layout::new::<ProcCell<T>>());
         }
     }
 }
 
-/// Makes the allocation for a proc running `F`. Returns it with two counts:
-/// the runtime's and the join handle's.
+/// Makes the allocation for a proc running `F`, with the id made of `seq`
+/// and its slot in the runtime's live table, where it enters it. Returns it
+/// with two counts: the runtime's and the join handle's.
 pub(crate) fn new_proc<F: FnOnce() -> T, T: 'static>(
-    id: ProcId,
+    seq: u64,
     name: Option<Rc<str>>,
     rt: *const Rt,
     ctx: Context,
@@ -210,8 +240,20 @@ pub(crate) fn new_proc<F: FnOnce() -> T, T: 'static>(
     closure: *mut u8,
 ) -> ProcRef {
     // SAFETY: `rt` is the live runtime spawning this proc.
-    let pool = unsafe { (*rt).pool_ptr() };
+    let rtr = unsafe { &*rt };
+    let chain = Chain::new(segment, max_stack, rtr.pool_ptr());
     let mem = blocks::alloc(Layout::new::<ProcCell<T>>()).cast::<ProcCell<T>>();
+    // SAFETY: non-null: blocks::alloc never returns null.
+    let p = ProcRef(unsafe { NonNull::new_unchecked(mem) }.cast());
+    // The id names the slot, so the slot is taken first; the table only
+    // stores the pointer, and nothing reads the block before it is written
+    // below (nothing in between can panic or switch).
+    let slot = rtr.insert_live(p);
+    // Exact: insert_live stops the table at 2^32 slots.
+    let id = ProcId {
+        seq,
+        slot: slot as u32,
+    };
     let value = ProcCell::<T> {
         proc: Proc {
             refs: Cell::new(2),
@@ -220,7 +262,7 @@ pub(crate) fn new_proc<F: FnOnce() -> T, T: 'static>(
             name,
             state: Cell::new(State::Runnable),
             ctx,
-            chain: Chain::new(segment, max_stack, pool),
+            chain,
             released: Cell::new(false),
             rt,
             notified: Cell::new(false),
@@ -233,14 +275,14 @@ pub(crate) fn new_proc<F: FnOnce() -> T, T: 'static>(
             timed_out: Cell::new(false),
             joiner: Cell::new(None),
             closure: Cell::new(closure),
-            slot: Cell::new(usize::MAX),
+            slot: Cell::new(slot),
+            watch: ManuallyDrop::new(Cell::new(None)),
         },
         result: UnsafeCell::new(None),
     };
     // SAFETY: `mem` is a fresh block with the layout of ProcCell<T>.
     unsafe { mem.write(value) };
-    // SAFETY: non-null: blocks::alloc never returns null.
-    ProcRef(unsafe { NonNull::new_unchecked(mem) }.cast())
+    p
 }
 
 impl Proc {
@@ -288,6 +330,15 @@ where
     p.closure.set(std::ptr::null_mut());
     // SAFETY: spawn wrote an `F` at `arg`; it is read exactly once, here.
     let f = unsafe { std::ptr::read(arg.cast::<F>()) };
+    // Ended by a linked proc before it started: `f` never runs. Only a
+    // proc that spawn queued can be: with direct switching a child runs
+    // before its parent holds its id (the root, queued by block_on, is
+    // started before anyone has its id).
+    if !crate::arch::DIRECT_SWITCH && p.cancel.get() && monitor::exit_pending(p) {
+        // SAFETY: `me` is running, and nothing on this stack but `f`,
+        // which it takes, needs dropping.
+        unsafe { end_unstarted(rt, me, f) }
+    }
     let cell = me.0.cast::<ProcCell<T>>();
     // The outcome is produced and stored inside this closure, so no `T`
     // lives in proc_main's own frame; debug builds copy a result several
@@ -297,7 +348,10 @@ where
             if payload.is::<Cancelled>() {
                 JoinError::Cancelled
             } else {
-                JoinError::Panicked(payload)
+                match payload.downcast::<LinkExit>() {
+                    Ok(exit) => JoinError::Exited(exit.0),
+                    Err(payload) => JoinError::Panicked(payload),
+                }
             }
         });
         // SAFETY: the allocation is a ProcCell<T> (spawn made it so) and
@@ -305,8 +359,58 @@ where
         // result.
         unsafe { *(*cell.as_ptr()).result.get() = Some(outcome) };
     });
+    // SAFETY: a peek at the cell, which nothing else touches meanwhile.
+    if unsafe { (*p.watch.as_ptr()).is_some() } {
+        // After the store, out of line: a `T` more on the way to the slot
+        // would need stack that debug builds do not have (see above), and
+        // every byte of this frame counts on a proc's first segment.
+        // SAFETY: `cell` is this proc's ProcCell<T>, its result just
+        // written.
+        unsafe { report_end::<T>(rt, me, cell) };
+    }
     // SAFETY: the proc's stack holds nothing that needs dropping any more
     // (`f` and `outcome` are consumed), so it may be switched away from for
     // good.
+    unsafe { rt.exit_current(me) }
+}
+
+/// Sends the `Down`s and exit signals of the proc `me`, which has ended
+/// and stored its outcome.
+///
+/// # Safety
+///
+/// `cell` is `me`'s `ProcCell<T>`, with its result written.
+#[cold]
+#[inline(never)]
+unsafe fn report_end<T>(rt: &Rt, me: ProcRef, cell: NonNull<ProcCell<T>>) {
+    let Some(w) = me.get().watch.take() else {
+        return;
+    };
+    // SAFETY: the caller's contract; nothing else touches the slot before
+    // the proc is Done. Read in place: no `T` is moved.
+    let e = unsafe { (*(*cell.as_ptr()).result.get()).as_ref() };
+    let reason = ExitReason::of(e.and_then(|r| r.as_ref().err()));
+    monitor::proc_ended(rt, me, w, reason);
+}
+
+/// Ends the running proc `me`, killed by a linked proc before its closure
+/// `f` ran, with `JoinError::Exited`; `f` is dropped unrun (a panic in its
+/// drop is not the proc's reason and is dropped).
+///
+/// # Safety
+///
+/// As [`Rt::exit_current`]: `me` is running and nothing on its stack but
+/// `f` needs dropping.
+#[cold]
+#[inline(never)]
+unsafe fn end_unstarted<F>(rt: &Rt, me: ProcRef, f: F) -> ! {
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(f)));
+    let p = me.get();
+    let reason = monitor::exit_before_start(p);
+    if let Some(w) = p.watch.take() {
+        monitor::proc_ended(rt, me, w, reason.clone());
+    }
+    p.set_error(JoinError::Exited(reason));
+    // SAFETY: the caller's contract; `f` is gone.
     unsafe { rt.exit_current(me) }
 }

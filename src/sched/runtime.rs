@@ -1,5 +1,6 @@
 //! The runtime: run queues, switching, spawn, exit, `block_on`, and drop.
 
+use super::monitor::{self, ExitReason, LinkExit};
 use super::proc::{new_proc, proc_main, Cancelled, ProcId, ProcRef, State};
 use super::timer;
 use super::JoinHandle;
@@ -28,7 +29,8 @@ const ROOT_SEGMENT: usize = 1 << 20;
 /// ones that still block.
 const CANCEL_ROUNDS: usize = 3;
 
-/// Process-wide proc id counter: ids are unique across runtimes.
+/// Process-wide proc id counter: ids are unique across runtimes (the slot
+/// in a `ProcId` is only a lookup hint).
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
@@ -76,7 +78,8 @@ pub(crate) struct Rt {
     streak: Cell<u32>,
     /// A proc that ended and whose segment the next context reaps.
     zombie: Cell<Option<ProcRef>>,
-    /// Every live proc (not yet reaped), by slot.
+    /// Every live proc (not yet reaped), by slot; a `ProcId` carries its
+    /// proc's slot, so `lookup` is one index and one compare.
     live: UnsafeCell<Vec<Option<ProcRef>>>,
     /// Free slots of `live`.
     free_slots: UnsafeCell<Vec<usize>>,
@@ -352,6 +355,9 @@ impl Runtime {
             Ok(v) => v,
             Err(JoinError::Panicked(p)) => std::panic::resume_unwind(p),
             Err(JoinError::Cancelled) => unreachable!("root proc cancelled while block_on runs"),
+            Err(JoinError::Exited(reason)) => {
+                panic!("procrt: the root proc was ended by an exit signal: {reason}")
+            }
         }
     }
 
@@ -427,17 +433,22 @@ impl Rt {
     /// Wakes the procs whose timers are due at `now`.
     #[cold]
     fn fire_timers(&self, now: Instant) {
-        loop {
-            // SAFETY: as in next_deadline; `fire` and `wake` do not touch
-            // the heap.
+        // Woken procs go to the LIFO front, so the due batch is woken
+        // latest deadline first: the earliest ends up in front and runs
+        // first (sleepers due together wake in deadline order).
+        let mut due = Vec::new();
+        {
+            // SAFETY: as in next_deadline; `fire` does not touch the heap.
             let heap = unsafe { &mut *self.timers.get() };
-            if heap.peek().map_or(true, |e| e.deadline > now) {
-                break;
+            while heap.peek().is_some_and(|e| e.deadline <= now) {
+                let e = heap.pop().expect("peeked entry");
+                if let Some(p) = e.fire() {
+                    due.push(p);
+                }
             }
-            let e = heap.pop().expect("peeked entry");
-            if let Some(p) = e.fire() {
-                self.wake(p);
-            }
+        }
+        for p in due.into_iter().rev() {
+            self.wake(p);
         }
     }
 
@@ -600,7 +611,11 @@ impl Rt {
         unsafe { z.release() };
     }
 
-    fn insert_live(&self, p: ProcRef) {
+    /// Puts `p` in the live table and returns its slot. `new_proc` calls it
+    /// before it writes the control block, whose id names the slot: it
+    /// only stores the pointer.
+    #[inline(always)]
+    pub(crate) fn insert_live(&self, p: ProcRef) -> usize {
         // SAFETY: touched only by this thread, briefly, without switching.
         let (live, free) = unsafe { (&mut *self.live.get(), &mut *self.free_slots.get()) };
         let slot = match free.pop() {
@@ -609,14 +624,33 @@ impl Rt {
                 s
             }
             None => {
+                if live.len() > u32::MAX as usize {
+                    // A ProcId holds its slot in 32 bits.
+                    crate::fatal(format_args!("more than 2^32 live procs"));
+                }
                 live.push(Some(p));
                 live.len() - 1
             }
         };
-        p.get().slot.set(slot);
         let n = self.live_count.get() + 1;
         self.live_count.set(n);
         self.peak_live.set(self.peak_live.get().max(n));
+        slot
+    }
+
+    /// The live proc with this id in this runtime: O(1), by the slot the id
+    /// carries. `None` if it ended (or is ending), or belongs to another
+    /// runtime.
+    pub(crate) fn lookup(&self, id: ProcId) -> Option<ProcRef> {
+        // SAFETY: touched only by this thread, briefly, without switching.
+        let live = unsafe { &*self.live.get() };
+        let p = (*live.get(id.slot as usize)?)?;
+        (p.get().id == id && p.get().state.get() != State::Done).then_some(p)
+    }
+
+    /// The runtime is being dropped.
+    pub(crate) fn shutting_down(&self) -> bool {
+        self.shutting_down.get()
     }
 
     fn remove_live(&self, p: ProcRef) {
@@ -709,9 +743,11 @@ impl Rt {
 
     /// A cancelled proc reached a blocking point: unwind it, or, if it is
     /// already unwinding (a destructor blocks), leave it stuck for drop to
-    /// abandon.
+    /// abandon. Outside a drop, `cancel` means an exit signal from a linked
+    /// proc (see `monitor.rs`): it is raised once, or dropped if the thread
+    /// is panicking.
     #[cold]
-    fn cancel_point(&self, me: ProcRef) {
+    pub(crate) fn cancel_point(&self, me: ProcRef) {
         let p = me.get();
         if p.cancel_raised.get() {
             // Blocking again after the cancellation was raised: a
@@ -721,6 +757,20 @@ impl Rt {
             p.state.set(State::Parked);
             self.switch_from(me);
             return;
+        }
+        if !self.shutting_down.get() {
+            // An exit signal. Cleared first, so that destructors blocking
+            // while the proc unwinds block normally.
+            p.cancel.set(false);
+            let Some(reason) = monitor::take_pending(p) else {
+                return;
+            };
+            if std::thread::panicking() {
+                // A second panic during an unwind would abort.
+                return;
+            }
+            p.cancel_raised.set(true);
+            std::panic::resume_unwind(Box::new(LinkExit(reason)));
         }
         p.cancel_raised.set(true);
         std::panic::resume_unwind(Box::new(Cancelled));
@@ -777,9 +827,9 @@ impl Rt {
             std::ptr::write(closure as *mut F, f);
             Context::prepare(closure, seg.limit(), proc_main::<F, T>, closure as *mut u8)
         };
-        let id = ProcId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
-        let p = new_proc::<F, T>(id, name, self, ctx, seg, max_stack, closure as *mut u8);
-        self.insert_live(p);
+        let seq = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        // Also enters the proc in the live table.
+        let p = new_proc::<F, T>(seq, name, self, ctx, seg, max_stack, closure as *mut u8);
         let handle = JoinHandle::from_ref(p);
         match self.current.get() {
             Some(me) if arch::DIRECT_SWITCH => {
@@ -860,6 +910,9 @@ impl Rt {
                     unsafe { pr.drop_unstarted() };
                     pr.set_error(JoinError::Cancelled);
                     pr.state.set(State::Done);
+                    if let Some(w) = pr.watch.take() {
+                        monitor::proc_ended(self, p, w, ExitReason::Cancelled);
+                    }
                     if let Some(j) = pr.joiner.take() {
                         // SAFETY: the count `join` took for us.
                         unsafe { j.release() };
@@ -875,6 +928,9 @@ impl Rt {
                         );
                         pr.set_error(JoinError::Cancelled);
                         pr.state.set(State::Done);
+                        if let Some(w) = pr.watch.take() {
+                            monitor::proc_ended(self, p, w, ExitReason::Cancelled);
+                        }
                         self.with_pool(|pool| pool.leak());
                         pr.released.set(true);
                         if let Some(j) = pr.joiner.take() {
