@@ -241,6 +241,7 @@ impl RuntimeBuilder {
         let quarter = (pool.stats().reserved_bytes / 4).max(first_segment);
         let root_segment = pool.segment_size_for(self.root_segment.min(quarter).max(first_segment));
         stack::install_overflow_handler();
+        prime_unwinder();
         stack::set_reporter(super::report_overflow);
         Ok(Runtime {
             rt: Box::new(Rt {
@@ -267,6 +268,19 @@ impl RuntimeBuilder {
             _not_send: PhantomData,
         })
     }
+}
+
+/// Unwinds once, on the caller's own (large) stack, when the first runtime
+/// is built. The first unwind of a process resolves `_Unwind_RaiseException`
+/// and friends through the dynamic linker's lazy binding, whose resolver
+/// saves the whole XSAVE area on the stack (several KiB): done for the
+/// first time by a proc panicking on a small segment, that overflowed it.
+/// `resume_unwind` runs no panic hook, so this prints nothing.
+fn prime_unwinder() {
+    static PRIMED: std::sync::Once = std::sync::Once::new();
+    PRIMED.call_once(|| {
+        let _ = std::panic::catch_unwind(|| std::panic::resume_unwind(Box::new(())));
+    });
 }
 
 /// Restores `CURRENT_RT` when `block_on` or `drop` leaves, even by panic.
