@@ -1,8 +1,8 @@
 //! The channel itself: `Shared` state, `Sender`, `Receiver`.
 
 use super::{RecvError, RecvTimeoutError, SendError, TryRecvError, TrySendError, Unparker};
-use crate::sched::{park, park_deadline, unparker};
-use std::cell::{Cell, RefCell};
+use crate::sched::{park, park_deadline, park_registered, unparker};
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
@@ -18,36 +18,64 @@ use std::time::{Duration, Instant};
 /// queued only while it is set, and queuing one clears it, so the queue
 /// holds at most one message there. `send_waiters` are senders parked on a
 /// full (or receiver-less rendezvous) channel, in arrival order.
+///
+/// # Borrowing
+/// A channel lives on one thread (it is neither `Send` nor `Sync`), and
+/// every access to `queue` is a single `VecDeque` call (or a `take`) that
+/// runs no user code: moving a `T` in or out never calls into `T`, and
+/// messages are dropped only after they left the queue. So no borrow of
+/// `queue` can overlap another, and `UnsafeCell` replaces a `RefCell`'s
+/// flag checks on the hot path. The waiter slot is a `Cell` (taken and put
+/// back whole); the senders' wait list, off the hot path, stays a
+/// `RefCell`.
 struct Shared<T> {
     /// Sent and not yet received.
-    queue: RefCell<VecDeque<T>>,
-    /// `None`: unbounded; `Some(n)`: at most `n` queued (0: rendezvous).
-    bound: Option<usize>,
+    queue: UnsafeCell<VecDeque<T>>,
+    /// Most messages the queue may hold: `usize::MAX` for an unbounded
+    /// channel, 0 for a rendezvous.
+    cap: usize,
     /// Live `Sender`s.
     senders: Cell<usize>,
     /// The `Receiver` is alive.
     receiver_alive: Cell<bool>,
     /// The receiver, while it is parked waiting for a message.
-    recv_waiter: RefCell<Option<Unparker>>,
+    recv_waiter: Cell<Option<Unparker>>,
     /// Senders parked until there is room (or a receiver, for rendezvous).
     send_waiters: RefCell<VecDeque<Unparker>>,
 }
 
 impl<T> Shared<T> {
+    /// Number of queued messages.
+    #[inline(always)]
+    fn len(&self) -> usize {
+        // SAFETY: a single call that runs no user code (see "Borrowing").
+        unsafe { (*self.queue.get()).len() }
+    }
+
+    /// Whether the receiver is parked in `recv` (or registered by a select).
+    fn receiver_waits(&self) -> bool {
+        let w = self.recv_waiter.take();
+        let waits = w.is_some();
+        self.recv_waiter.set(w);
+        waits
+    }
+
     /// Whether a message may be queued now.
+    #[inline(always)]
     fn has_room(&self) -> bool {
-        match self.bound {
-            None => true,
-            Some(0) => self.recv_waiter.borrow().is_some() && self.queue.borrow().is_empty(),
-            Some(n) => self.queue.borrow().len() < n,
+        if self.cap == 0 {
+            self.len() == 0 && self.receiver_waits()
+        } else {
+            self.len() < self.cap
         }
     }
 
     /// Queues `t` and wakes the receiver if it waits.
+    #[inline(always)]
     fn push(&self, t: T) {
-        self.queue.borrow_mut().push_back(t);
-        let waiter = self.recv_waiter.borrow_mut().take();
-        if let Some(u) = waiter {
+        // SAFETY: a single call that runs no user code (see "Borrowing").
+        unsafe { (*self.queue.get()).push_back(t) };
+        if let Some(u) = self.recv_waiter.take() {
             u.unpark();
         }
     }
@@ -80,12 +108,21 @@ impl<T> Shared<T> {
     }
 
     /// Takes the oldest message, making room for a parked sender.
+    #[inline(always)]
     fn pop(&self) -> Option<T> {
-        let t = self.queue.borrow_mut().pop_front()?;
-        if self.bound.is_some() {
+        // SAFETY: a single call that runs no user code (see "Borrowing").
+        let t = unsafe { (*self.queue.get()).pop_front() }?;
+        if self.cap != usize::MAX {
             self.wake_one_sender();
         }
         Some(t)
+    }
+
+    /// Takes every queued message out (to be dropped by the caller, after
+    /// the queue is no longer borrowed).
+    fn take_all(&self) -> VecDeque<T> {
+        // SAFETY: a single call that runs no user code (see "Borrowing").
+        unsafe { std::mem::take(&mut *self.queue.get()) }
     }
 }
 
@@ -98,10 +135,13 @@ struct StopWaiting<'a, T> {
 }
 
 impl<T> Drop for StopWaiting<'_, T> {
+    #[inline(always)]
     fn drop(&mut self) {
-        let mut w = self.shared.recv_waiter.borrow_mut();
-        if w.as_ref().is_some_and(|u| u.id() == self.id) {
-            w.take();
+        // Usually a sender took the waiter already.
+        if let Some(u) = self.shared.recv_waiter.take() {
+            if u.id() != self.id {
+                self.shared.recv_waiter.set(Some(u));
+            }
         }
     }
 }
@@ -177,13 +217,13 @@ pub fn sync_channel<T>(bound: usize) -> (Sender<T>, Receiver<T>) {
 }
 
 fn make<T>(bound: Option<usize>) -> (Sender<T>, Receiver<T>) {
-    let cap = bound.unwrap_or(0).min(1024);
+    let cap = bound.unwrap_or(usize::MAX);
     let shared = Rc::new(Shared {
-        queue: RefCell::new(VecDeque::with_capacity(cap)),
-        bound,
+        queue: UnsafeCell::new(VecDeque::with_capacity(bound.unwrap_or(0).min(1024))),
+        cap,
         senders: Cell::new(1),
         receiver_alive: Cell::new(true),
-        recv_waiter: RefCell::new(None),
+        recv_waiter: Cell::new(None),
         send_waiters: RefCell::new(VecDeque::new()),
     });
     (
@@ -205,7 +245,20 @@ impl<T> Sender<T> {
     /// # Panics
     ///
     /// When it would have to park outside a proc.
+    #[inline]
     pub fn send(&self, t: T) -> Result<(), SendError<T>> {
+        let s = &*self.shared;
+        if s.receiver_alive.get() && s.has_room() {
+            s.push(t);
+            return Ok(());
+        }
+        self.send_slow(t)
+    }
+
+    /// `send` when the channel is full or the receiver gone.
+    #[cold]
+    #[inline(never)]
+    fn send_slow(&self, t: T) -> Result<(), SendError<T>> {
         let s = &*self.shared;
         loop {
             if !s.receiver_alive.get() {
@@ -286,8 +339,7 @@ impl<T> Drop for Sender<T> {
         s.senders.set(n);
         if n == 0 {
             // The receiver learns the channel is disconnected.
-            let waiter = s.recv_waiter.borrow_mut().take();
-            if let Some(u) = waiter {
+            if let Some(u) = s.recv_waiter.take() {
                 u.unpark();
             }
         }
@@ -301,17 +353,27 @@ impl<T> Receiver<T> {
     /// # Panics
     ///
     /// When it would have to park outside a proc.
+    #[inline]
     pub fn recv(&self) -> Result<T, RecvError> {
+        match self.shared.pop() {
+            Some(t) => Ok(t),
+            None => self.recv_slow(),
+        }
+    }
+
+    /// `recv` when the channel is empty: park until a message or the last
+    /// sender's drop.
+    #[inline(never)]
+    fn recv_slow(&self) -> Result<T, RecvError> {
         let s = &*self.shared;
         loop {
-            if let Some(t) = s.pop() {
-                return Ok(t);
-            }
             if s.senders.get() == 0 {
                 return Err(RecvError);
             }
-            let _waiting = self.wait();
-            park();
+            park_registered(|me| self.wait_as(me));
+            if let Some(t) = s.pop() {
+                return Ok(t);
+            }
         }
     }
 
@@ -355,7 +417,7 @@ impl<T> Receiver<T> {
             }
             if Instant::now() >= deadline {
                 // No longer waiting: a rendezvous sender must not hand over.
-                s.recv_waiter.borrow_mut().take();
+                drop(s.recv_waiter.take());
                 return Err(RecvTimeoutError::Timeout);
             }
             let _waiting = self.wait();
@@ -367,11 +429,16 @@ impl<T> Receiver<T> {
     /// channel now has room, so parked senders are told.
     #[must_use = "the receiver stops counting as waiting when this is dropped"]
     fn wait(&self) -> StopWaiting<'_, T> {
+        self.wait_as(unparker())
+    }
+
+    /// `wait` with the calling proc's unparker at hand.
+    #[inline(always)]
+    fn wait_as(&self, me: Unparker) -> StopWaiting<'_, T> {
         let s = &*self.shared;
-        let me = unparker();
         let id = me.id();
-        *s.recv_waiter.borrow_mut() = Some(me);
-        if s.bound == Some(0) {
+        drop(s.recv_waiter.replace(Some(me)));
+        if s.cap == 0 {
             s.wake_all_senders(Some(id));
         }
         StopWaiting { shared: s, id }
@@ -380,7 +447,7 @@ impl<T> Receiver<T> {
     /// Whether `try_recv` would not return `Empty` now.
     pub(super) fn recv_ready(&self) -> bool {
         let s = &*self.shared;
-        !s.queue.borrow().is_empty() || s.senders.get() == 0
+        s.len() != 0 || s.senders.get() == 0
     }
 
     /// Registers the calling proc as the waiting receiver (see `wait`).
@@ -392,7 +459,7 @@ impl<T> Receiver<T> {
 
     /// Withdraws the waiting receiver.
     pub(super) fn remove_recv_waiter(&self) {
-        self.shared.recv_waiter.borrow_mut().take();
+        drop(self.shared.recv_waiter.take());
     }
 
     /// An iterator that receives until the channel is disconnected.
@@ -410,11 +477,10 @@ impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         let s = &*self.shared;
         s.receiver_alive.set(false);
-        s.recv_waiter.borrow_mut().take();
+        drop(s.recv_waiter.take());
         // Senders fail from now on; unreceived messages are dropped.
         s.wake_all_senders(None);
-        let queued = std::mem::take(&mut *s.queue.borrow_mut());
-        drop(queued);
+        drop(s.take_all());
     }
 }
 

@@ -206,6 +206,23 @@ pub fn park() {
     })
 }
 
+/// For blocking primitives: hands the calling proc's [`Unparker`] to
+/// `register` (which records it where a waker will find it and returns a
+/// guard that withdraws it), then parks; the guard is dropped when the park
+/// ends, also when the proc unwinds out of it. One runtime lookup for both.
+///
+/// # Panics
+///
+/// Outside a proc.
+#[inline]
+pub(crate) fn park_registered<G>(register: impl FnOnce(Unparker) -> G) {
+    with_rt("park", |rt| {
+        let me = rt.current().expect("procrt: park called outside a proc");
+        let _guard = register(Unparker { p: me.retain() });
+        stack::grow(stack::ENTRY_STACK, || rt.park_current())
+    })
+}
+
 /// Like [`park`], but for at most `timeout`: returns true when the time ran
 /// out, false when the proc was unparked (or a token was waiting). May also
 /// return spuriously.
@@ -288,6 +305,7 @@ pub fn unparker() -> Unparker {
 impl Unparker {
     /// Wakes the proc if it is parked, or makes its next `park` return at
     /// once. Does nothing once the proc has ended.
+    #[inline]
     pub fn unpark(&self) {
         let p = self.p.get();
         if p.state.get() == State::Done {

@@ -55,14 +55,15 @@ mod blocks;
 mod handle;
 mod monitor;
 mod proc;
+mod queue;
 mod runtime;
 mod timer;
 
-pub(crate) use handle::park_deadline;
 pub use handle::{
     current, park, park_timeout, run, sleep, sleep_until, spawn, try_current, unparker, yield_now,
     Builder, JoinHandle, ProcInfo, Unparker,
 };
+pub(crate) use handle::{park_deadline, park_registered};
 pub use monitor::{demonitor, link, monitor, trap_exits, unlink, Down, ExitReason, MonitorRef};
 pub use proc::ProcId;
 pub use runtime::{Runtime, RuntimeBuilder};

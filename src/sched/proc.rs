@@ -2,6 +2,7 @@
 
 use super::blocks;
 use super::monitor::{self, ExitReason, LinkExit, Watch};
+use super::queue::Link;
 use super::runtime::{rt_ptr, Rt};
 use crate::arch::Context;
 use crate::error::JoinError;
@@ -89,6 +90,8 @@ pub(crate) struct Proc {
     pub(crate) state: Cell<State>,
     /// The saved context while the proc is not running.
     pub(crate) ctx: Context,
+    /// Its place in a run queue while it is Runnable (see `queue.rs`).
+    pub(crate) link: Link,
     /// Its stack: the segments it runs on.
     pub(crate) chain: Chain,
     /// The chain's segments went back to the pool (or were abandoned).
@@ -262,6 +265,7 @@ pub(crate) fn new_proc<F: FnOnce() -> T, T: 'static>(
             name,
             state: Cell::new(State::Runnable),
             ctx,
+            link: Link::default(),
             chain,
             released: Cell::new(false),
             rt,

@@ -2,13 +2,14 @@
 
 use super::monitor::{self, ExitReason, LinkExit};
 use super::proc::{new_proc, proc_main, Cancelled, ProcId, ProcRef, State};
+use super::queue::RunQueue;
 use super::timer;
 use super::JoinHandle;
 use crate::arch::{self, Context};
 use crate::error::{BuildError, JoinError, SpawnError, SpawnErrorKind};
 use crate::stack::{self, Chain, PoolConfig, PoolStats, StackPool};
 use std::cell::{Cell, UnsafeCell};
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::marker::PhantomData;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,9 +72,9 @@ pub(crate) struct Rt {
     /// The running proc; `None` on the scheduler's stack.
     current: Cell<Option<ProcRef>>,
     /// Spawned and woken procs: pushed and popped at the front.
-    lifo: UnsafeCell<VecDeque<ProcRef>>,
+    lifo: RunQueue,
     /// Procs that yielded: pushed at the back, popped at the front.
-    fifo: UnsafeCell<VecDeque<ProcRef>>,
+    fifo: RunQueue,
     /// Consecutive picks from the front of `lifo`.
     streak: Cell<u32>,
     /// A proc that ended and whose segment the next context reaps.
@@ -248,8 +249,8 @@ impl RuntimeBuilder {
                 pool: UnsafeCell::new(pool),
                 sched_ctx: Context::current(),
                 current: Cell::new(None),
-                lifo: UnsafeCell::new(VecDeque::with_capacity(64)),
-                fifo: UnsafeCell::new(VecDeque::with_capacity(64)),
+                lifo: RunQueue::default(),
+                fifo: RunQueue::default(),
                 streak: Cell::new(0),
                 zombie: Cell::new(None),
                 live: UnsafeCell::new(Vec::new()),
@@ -518,43 +519,60 @@ impl Rt {
     pub(crate) fn next_runnable(&self) -> Option<ProcRef> {
         let ticks = self.ticks.get().wrapping_add(1);
         self.ticks.set(ticks);
-        if ticks % timer::CHECK_EVERY == 0 && self.next_deadline().is_some() {
-            self.fire_timers(Instant::now());
+        if ticks % timer::CHECK_EVERY == 0 {
+            self.poll_timers();
         }
-        // SAFETY: the queues are only touched by this thread, for the span
-        // of this function, which neither switches nor runs user code.
-        let (lifo, fifo) = unsafe { (&mut *self.lifo.get(), &mut *self.fifo.get()) };
         let streak = self.streak.get();
         if streak >= FAIR_STREAK {
-            self.streak.set(0);
-            if let Some(p) = fifo.pop_front() {
-                return Some(p);
-            }
-            if lifo.len() > 1
-                && lifo
-                    .back()
-                    .is_some_and(|p| p.get().started.get() && !p.get().in_spawn.get())
-            {
-                return lifo.pop_back();
-            }
+            return self.fair_pick();
         }
-        if let Some(p) = lifo.pop_front() {
+        if let Some(p) = self.lifo.pop_front() {
             self.streak.set(streak + 1);
             return Some(p);
         }
         self.streak.set(0);
-        fifo.pop_front()
+        self.fifo.pop_front()
+    }
+
+    /// Fires the timers that are due, if any are armed.
+    #[cold]
+    fn poll_timers(&self) {
+        if self.next_deadline().is_some() {
+            self.fire_timers(Instant::now());
+        }
+    }
+
+    /// The pick after a streak of `FAIR_STREAK` LIFO picks: the FIFO head,
+    /// else the oldest started LIFO entry (not one waiting inside spawn),
+    /// else the LIFO front as usual. Starts a new streak.
+    #[cold]
+    fn fair_pick(&self) -> Option<ProcRef> {
+        self.streak.set(0);
+        if let Some(p) = self.fifo.pop_front() {
+            return Some(p);
+        }
+        if self.lifo.has_two()
+            && self
+                .lifo
+                .back()
+                .is_some_and(|p| p.get().started.get() && !p.get().in_spawn.get())
+        {
+            return self.lifo.pop_back();
+        }
+        let p = self.lifo.pop_front()?;
+        self.streak.set(1);
+        Some(p)
     }
 
     /// Makes a parked proc runnable (LIFO), or leaves the park token for a
     /// proc that is not parked.
+    #[inline]
     pub(crate) fn wake(&self, p: ProcRef) {
         let pr = p.get();
         match pr.state.get() {
             State::Parked => {
                 pr.state.set(State::Runnable);
-                // SAFETY: see next_runnable.
-                unsafe { (*self.lifo.get()).push_front(p) };
+                self.lifo.push_front(p);
             }
             State::Running | State::Runnable => pr.notified.set(true),
             State::Done => {}
@@ -574,7 +592,7 @@ impl Rt {
     /// Switches away from the running proc `me`, whose state the caller has
     /// set (Parked or Runnable), to the next runnable proc or to the
     /// scheduler. Returns when `me` is resumed.
-    #[inline]
+    #[inline(always)]
     fn switch_from(&self, me: ProcRef) {
         let next = if arch::DIRECT_SWITCH {
             self.next_runnable()
@@ -719,6 +737,7 @@ impl Rt {
 
     /// Parks the running proc until a [`wake`](Self::wake). Returns at once
     /// if a wake came since the last park (the token).
+    #[inline(always)]
     pub(crate) fn park_current(&self) {
         let me = self
             .current
@@ -747,8 +766,7 @@ impl Rt {
             return;
         }
         me.get().state.set(State::Runnable);
-        // SAFETY: see next_runnable.
-        unsafe { (*self.fifo.get()).push_back(me) };
+        self.fifo.push_back(me);
         self.switch_from(me);
         if me.get().cancel.get() {
             self.cancel_point(me);
@@ -850,8 +868,7 @@ impl Rt {
                 // Start the child now; the parent waits at the LIFO front.
                 me.get().state.set(State::Runnable);
                 me.get().in_spawn.set(true);
-                // SAFETY: see next_runnable.
-                unsafe { (*self.lifo.get()).push_front(me) };
+                self.lifo.push_front(me);
                 p.get().state.set(State::Running);
                 self.set_current(Some(p));
                 // SAFETY: `me` is running; `p` was just prepared.
@@ -863,8 +880,7 @@ impl Rt {
                 }
             }
             _ => {
-                // SAFETY: see next_runnable.
-                unsafe { (*self.lifo.get()).push_front(p) };
+                self.lifo.push_front(p);
             }
         }
         Ok(handle)
@@ -908,11 +924,9 @@ impl Rt {
             for p in procs {
                 p.get().cancel.set(true);
             }
-            // SAFETY: see next_runnable; the queues are rebuilt below.
-            unsafe {
-                (*self.lifo.get()).clear();
-                (*self.fifo.get()).clear();
-            }
+            // The queues are rebuilt below, as procs are resumed.
+            self.lifo.clear();
+            self.fifo.clear();
             for &p in procs {
                 let pr = p.get();
                 if pr.state.get() == State::Done || pr.slot.get() == usize::MAX {
