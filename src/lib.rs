@@ -52,11 +52,12 @@ mod error;
 mod sched;
 pub mod stack;
 
+pub use chan::{monitor, trap_exits};
 pub use error::{BuildError, JoinError, SpawnError, SpawnErrorKind};
 pub use sched::{
-    current, demonitor, link, monitor, park, park_timeout, run, sleep, sleep_until, spawn,
-    trap_exits, try_current, unlink, unparker, yield_now, Builder, Down, ExitReason, JoinHandle,
-    MonitorRef, ProcId, ProcInfo, Runtime, RuntimeBuilder, Unparker,
+    current, demonitor, link, park, park_timeout, run, sleep, sleep_until, spawn, try_current,
+    unlink, unparker, yield_now, Builder, Down, ExitReason, JoinHandle, MonitorRef, ProcId,
+    ProcInfo, Runtime, RuntimeBuilder, Unparker,
 };
 
 /// The README's code blocks, compiled and run by `cargo test`.

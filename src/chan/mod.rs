@@ -32,9 +32,11 @@
 //! Channel handles are neither `Send` nor `Sync`: they connect procs of
 //! one runtime.
 
+mod monitor;
 mod mpsc;
 mod select;
 
+pub use monitor::{monitor, trap_exits};
 pub use mpsc::{channel, sync_channel, IntoIter, Iter, Receiver, Sender, TryIter};
 pub use select::{ReadyTimeoutError, Select};
 pub use std::sync::mpsc::{RecvError, RecvTimeoutError, SendError, TryRecvError, TrySendError};

@@ -64,7 +64,8 @@ pub use handle::{
     Builder, JoinHandle, ProcInfo, Unparker,
 };
 pub(crate) use handle::{park_deadline, park_registered};
-pub use monitor::{demonitor, link, monitor, trap_exits, unlink, Down, ExitReason, MonitorRef};
+pub(crate) use monitor::{add_monitor, set_trap, DownSink};
+pub use monitor::{demonitor, link, unlink, Down, ExitReason, MonitorRef};
 pub use proc::ProcId;
 pub use runtime::{Runtime, RuntimeBuilder};
 

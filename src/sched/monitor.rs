@@ -5,7 +5,7 @@
 //!
 //! ## Concepts
 //!
-//! - A **monitor** is one-way and one-shot: [`monitor(id, &tx)`](monitor)
+//! - A **monitor** is one-way and one-shot: [`monitor(id, &tx)`](crate::chan::monitor)
 //!   sends one [`Down`] `{ id, reason }` on `tx` when proc `id` ends, or at
 //!   once, with [`ExitReason::NoProc`], when `id` is not alive.
 //!   [`demonitor`] takes it back. The watcher need not be a proc: it is
@@ -16,7 +16,7 @@
 //!   other reason ends the partner, whose reason becomes
 //!   [`ExitReason::Linked`] `{ by, reason }` and whose `JoinHandle` says
 //!   [`JoinError::Exited`](crate::JoinError::Exited). A proc that
-//!   [traps exits](trap_exits) gets every exit signal, `Normal` ones too, as
+//!   [traps exits](crate::chan::trap_exits) gets every exit signal, `Normal` ones too, as
 //!   a `Down` message on its channel instead, and lives on.
 //! - `Linked { by, reason }` names the partner whose end ended this proc
 //!   (`by`) and the *original* reason (`reason`, never itself `Linked`):
@@ -30,6 +30,16 @@
 //!   `Down { id, reason: NoProc }`; any other caller is ended at once
 //!   (`link` does not return) with `Linked { by: id, reason: NoProc }`.
 //!   Linking to itself, or twice to the same proc, does nothing.
+//!
+//! ## Layers
+//!
+//! The scheduler keeps the per-proc state (monitors, links, traps, the
+//! pending exit signal) and delivers at a proc's end; it knows a monitor's
+//! destination only as a type-erased [`DownSink`]. The public calls that
+//! take a channel, [`monitor`](crate::chan::monitor) and
+//! [`trap_exits`](crate::chan::trap_exits), live in the channel layer
+//! (`src/chan/monitor.rs`), which wraps a `Sender<Down>` into a sink. So
+//! the scheduler names no channel type, and the layers stay ordered.
 //!
 //! ## Approach
 //!
@@ -126,7 +136,6 @@
 
 use super::proc::{Proc, ProcId, ProcRef, State};
 use super::runtime::{with_rt, Rt};
-use crate::chan::Sender;
 use crate::error::{payload_str, JoinError};
 use crate::stack;
 use std::collections::{BTreeMap, BTreeSet};
@@ -215,6 +224,14 @@ pub struct Down {
     pub reason: ExitReason,
 }
 
+/// Where a monitor's (or a trap's) `Down`s go: a destination that takes a
+/// `Down` at once, without blocking, or drops it. Implemented by the
+/// channel layer for `Sender<Down>` (with `try_send`).
+pub(crate) trait DownSink {
+    /// Delivers `d`, or drops it if the destination is gone or full.
+    fn deliver(&self, d: Down);
+}
+
 /// Names one monitor, for [`demonitor`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct MonitorRef {
@@ -236,11 +253,11 @@ impl MonitorRef {
 #[derive(Default)]
 pub(crate) struct Watch {
     /// This proc's monitors, by number: each gets one `Down` when it ends.
-    monitors: BTreeMap<u64, Sender<Down>>,
+    monitors: BTreeMap<u64, Box<dyn DownSink>>,
     /// The procs linked with this one.
     links: BTreeSet<ProcId>,
     /// Where exit signals go while this proc traps exits.
-    trap: Option<Sender<Down>>,
+    trap: Option<Box<dyn DownSink>>,
     /// An exit signal that ends this proc at its next blocking point.
     pending: Option<ExitReason>,
 }
@@ -307,7 +324,7 @@ fn exit_signal(rt: &Rt, to: ProcRef, from: ProcId, reason: &ExitReason) -> bool 
     let end = update(tp, |w| {
         w.links.remove(&from);
         if let Some(tx) = &w.trap {
-            let _ = tx.try_send(Down {
+            tx.deliver(Down {
                 id: from,
                 reason: reason.clone(),
             });
@@ -351,7 +368,7 @@ pub(crate) fn proc_ended(rt: &Rt, me: ProcRef, w: Box<Watch>, reason: ExitReason
         } = *w;
         drop(trap);
         for (_, tx) in monitors {
-            let _ = tx.try_send(Down {
+            tx.deliver(Down {
                 id,
                 reason: reason.clone(),
             });
@@ -364,42 +381,24 @@ pub(crate) fn proc_ended(rt: &Rt, me: ProcRef, w: Box<Watch>, reason: ExitReason
     })
 }
 
-/// Monitors proc `id`: one [`Down`] is sent on `to` when it ends, with the
-/// reason it ended for; or at once, with [`ExitReason::NoProc`], if it is
-/// not alive (ended, never existed, or belongs to another runtime).
-///
-/// Each call makes a separate monitor, with its own `Down`. The `Down` is
-/// sent with `try_send`, so the ending proc never waits: it is dropped if
-/// the receiver is gone or a bounded channel is full (use an unbounded
-/// [`channel`](crate::chan::channel)).
-///
-/// ```
-/// use procrt::{chan::channel, monitor, spawn, Down, ExitReason};
-/// procrt::run(|| {
-///     let h = spawn(|| procrt::yield_now()).unwrap();
-///     let (tx, rx) = channel();
-///     monitor(h.id(), &tx);
-///     assert_eq!(rx.recv().unwrap(), Down { id: h.id(), reason: ExitReason::Normal });
-/// });
-/// ```
+/// Monitors proc `id` on behalf of `crate::chan::monitor`: `to` gets one
+/// `Down` when the proc ends, or at once (`NoProc`) if it is not alive.
 ///
 /// # Panics
 ///
 /// Outside a runtime.
-pub fn monitor(id: ProcId, to: &Sender<Down>) -> MonitorRef {
+pub(crate) fn add_monitor(id: ProcId, to: Box<dyn DownSink>) -> MonitorRef {
     with_rt("monitor", |rt| {
         stack::grow(stack::ENTRY_STACK, || {
             let n = NEXT_MONITOR.fetch_add(1, Ordering::Relaxed);
             match rt.lookup(id) {
                 Some(p) => update(p.get(), |w| {
-                    w.monitors.insert(n, to.clone());
+                    w.monitors.insert(n, to);
                 }),
-                None => {
-                    let _ = to.try_send(Down {
-                        id,
-                        reason: ExitReason::NoProc,
-                    });
-                }
+                None => to.deliver(Down {
+                    id,
+                    reason: ExitReason::NoProc,
+                }),
             }
             MonitorRef { proc: id, n }
         })
@@ -427,7 +426,7 @@ pub fn demonitor(m: MonitorRef) {
 /// a reason other than [`ExitReason::Normal`], the other is ended too
 /// (at its next blocking point; its `JoinHandle` then yields
 /// [`JoinError::Exited`](crate::JoinError::Exited) with
-/// [`ExitReason::Linked`]), unless it [traps exits](trap_exits).
+/// [`ExitReason::Linked`]), unless it [traps exits](crate::chan::trap_exits).
 ///
 /// If `id` is not alive, this acts as if it had just ended with
 /// [`ExitReason::NoProc`]: a trapping caller gets that `Down`; any other
@@ -484,33 +483,12 @@ pub fn unlink(id: ProcId) {
     })
 }
 
-/// Sets how the calling proc takes exit signals from linked procs.
-/// `Some(tx)`: every signal, a normal end included, arrives as a [`Down`]
-/// on `tx` (sent with `try_send`: dropped if the receiver is gone or the
-/// channel full), and the proc lives on. `None` (the default): a normal
-/// end is ignored, any other ends the proc.
-///
-/// ```
-/// use procrt::{chan::channel, link, spawn, trap_exits, ExitReason};
-/// procrt::run(|| {
-///     let (tx, rx) = channel();
-///     trap_exits(Some(tx));
-///     let h = spawn(|| {
-///         procrt::yield_now();
-///         panic!("boom");
-///     })
-///     .unwrap();
-///     link(h.id());
-///     let down = rx.recv().unwrap();
-///     assert_eq!(down.id, h.id());
-///     assert_eq!(down.reason, ExitReason::Panicked("boom".into()));
-/// });
-/// ```
+/// Sets the calling proc's trap, on behalf of `crate::chan::trap_exits`.
 ///
 /// # Panics
 ///
 /// Outside a proc.
-pub fn trap_exits(to: Option<Sender<Down>>) {
+pub(crate) fn set_trap(to: Option<Box<dyn DownSink>>) {
     with_rt("trap_exits", |rt| {
         let me = rt
             .current()
