@@ -49,6 +49,7 @@ pub mod actor;
 mod arch;
 pub mod chan;
 mod error;
+pub mod node;
 mod sched;
 pub mod stack;
 
