@@ -51,13 +51,18 @@
 //! abnormally, with a payload of its own ([`JoinError::Exited`](crate::JoinError));
 //! see `monitor.rs`.
 
+mod blocking;
 mod blocks;
+mod driver;
 mod handle;
 mod monitor;
 mod proc;
+mod remote;
 mod runtime;
 mod timer;
 
+pub use blocking::spawn_blocking;
+pub(crate) use driver::current_reactor;
 pub(crate) use handle::park_deadline;
 pub use handle::{
     current, park, park_timeout, run, sleep, sleep_until, spawn, try_current, unparker, yield_now,
@@ -65,6 +70,7 @@ pub use handle::{
 };
 pub use monitor::{demonitor, link, monitor, trap_exits, unlink, Down, ExitReason, MonitorRef};
 pub use proc::ProcId;
+pub use remote::{handle, remote_unparker, Handle, RemoteUnparker};
 pub use runtime::{Runtime, RuntimeBuilder};
 
 use crate::stack::SignalBuf;
