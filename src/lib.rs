@@ -37,7 +37,9 @@
 //!   blocks), the others see `panicking() == true`; a `std::sync::Mutex`
 //!   guard they drop then is marked poisoned. Avoid blocking in destructors
 //!   that may run during a panic.
-//! - A blocking system call blocks every proc of the runtime.
+//! - A blocking system call blocks every proc of the runtime: use the
+//!   green sockets of [`net`], [`io::GreenFd`] for other fds, and
+//!   [`spawn_blocking`] for calls with no readiness to wait on.
 //! - Ending a proc is cooperative. An exit signal from a [`link`]ed proc
 //!   unwinds its partner at a blocking point (`park`, `yield_now`, `join`,
 //!   `spawn`, a channel wait); a proc that never blocks cannot be ended,
@@ -49,6 +51,8 @@ pub mod actor;
 mod arch;
 pub mod chan;
 mod error;
+pub mod io;
+pub mod net;
 pub mod node;
 mod sched;
 pub mod stack;
@@ -56,9 +60,10 @@ pub mod stack;
 pub use chan::{monitor, trap_exits};
 pub use error::{BuildError, JoinError, SpawnError, SpawnErrorKind};
 pub use sched::{
-    current, demonitor, link, park, park_timeout, run, sleep, sleep_until, spawn, try_current,
-    unlink, unparker, yield_now, Builder, Down, ExitReason, JoinHandle, MonitorRef, ProcId,
-    ProcInfo, Runtime, RuntimeBuilder, Unparker,
+    current, demonitor, handle, link, park, park_timeout, remote_unparker, run, sleep,
+    sleep_until, spawn, spawn_blocking, try_current, unlink, unparker, yield_now, Builder, Down,
+    ExitReason, Handle, JoinHandle, MonitorRef, ProcId, ProcInfo, RemoteUnparker, Runtime,
+    RuntimeBuilder, Unparker,
 };
 
 /// The README's code blocks, compiled and run by `cargo test`.

@@ -51,14 +51,19 @@
 //! abnormally, with a payload of its own ([`JoinError::Exited`](crate::JoinError));
 //! see `monitor.rs`.
 
+mod blocking;
 mod blocks;
+mod driver;
 mod handle;
 mod monitor;
 mod proc;
 mod queue;
+mod remote;
 mod runtime;
 mod timer;
 
+pub use blocking::spawn_blocking;
+pub(crate) use driver::current_reactor;
 pub use handle::{
     current, park, park_timeout, run, sleep, sleep_until, spawn, try_current, unparker, yield_now,
     Builder, JoinHandle, ProcInfo, Unparker,
@@ -67,6 +72,7 @@ pub(crate) use handle::{park_deadline, park_registered};
 pub(crate) use monitor::{add_monitor, set_trap, DownSink};
 pub use monitor::{demonitor, link, unlink, Down, ExitReason, MonitorRef};
 pub use proc::ProcId;
+pub use remote::{handle, remote_unparker, Handle, RemoteUnparker};
 pub use runtime::{Runtime, RuntimeBuilder};
 
 use crate::stack::SignalBuf;

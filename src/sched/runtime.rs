@@ -104,6 +104,8 @@ pub(crate) struct Rt {
     timer_seq: Cell<u64>,
     /// Picks since the timers were last checked.
     ticks: Cell<u32>,
+    /// The I/O driver (epoll, injection queue), opened on first use.
+    driver: super::driver::Driver,
 }
 
 /// A single-threaded scheduler of procs and the stack pool they run on.
@@ -265,6 +267,7 @@ impl RuntimeBuilder {
                 timers: UnsafeCell::new(BinaryHeap::new()),
                 timer_seq: Cell::new(0),
                 ticks: Cell::new(0),
+                driver: super::driver::Driver::new(),
             }),
             _not_send: PhantomData,
         })
@@ -349,21 +352,16 @@ impl Runtime {
         while !root.is_finished() {
             match rt.next_runnable() {
                 Some(p) => rt.resume_from_sched(p),
-                None => match rt.next_deadline() {
-                    // Nothing to run: sleep until the earliest timer.
-                    Some(deadline) => {
-                        let now = Instant::now();
-                        if deadline > now {
-                            std::thread::sleep(deadline - now);
-                        }
-                        rt.fire_timers(Instant::now());
+                // Nothing to run: wait in the driver (see driver.rs).
+                None => {
+                    if !rt.idle() {
+                        panic!(
+                            "procrt: deadlock: every proc is parked and nothing can wake one \
+                             (root proc {} never finished)",
+                            root.id()
+                        )
                     }
-                    None => panic!(
-                        "procrt: deadlock: every proc is parked and nothing can wake one \
-                         (root proc {} never finished)",
-                        root.id()
-                    ),
-                },
+                }
             }
         }
         match root.join() {
@@ -374,6 +372,15 @@ impl Runtime {
                 panic!("procrt: the root proc was ended by an exit signal: {reason}")
             }
         }
+    }
+
+    /// A `Send + Clone` handle through which other OS threads spawn procs
+    /// on this runtime and wake its procs (see [`Handle`](crate::Handle)).
+    /// Opens the runtime's wake-up eventfd and epoll instance if not yet
+    /// open: fails only when the process is out of file descriptors.
+    pub fn handle(&self) -> std::io::Result<crate::Handle> {
+        let rt = &*self.rt;
+        rt.driver().remote(rt).map(crate::Handle::from_remote)
     }
 
     /// Counters of the stack pool.
@@ -439,15 +446,31 @@ impl Rt {
         self.max_stack
     }
 
+    /// The I/O driver.
+    #[inline(always)]
+    pub(super) fn driver(&self) -> &super::driver::Driver {
+        &self.driver
+    }
+
+    /// Spawns a detached proc from a closure another thread sent, without
+    /// starting it at once even if a proc is running: the injection queue
+    /// is drained inside `next_runnable`, in the middle of a switch.
+    pub(super) fn spawn_queued(&self, f: Box<dyn FnOnce() + Send>) -> Result<(), SpawnError> {
+        let running = self.current.replace(None);
+        let r = self.spawn_proc(f, None, self.first_segment, self.max_stack);
+        self.current.set(running);
+        r.map(drop)
+    }
+
     /// The earliest armed (or stale) timer's deadline.
-    fn next_deadline(&self) -> Option<Instant> {
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
         // SAFETY: touched only by this thread, briefly, without switching.
         unsafe { (*self.timers.get()).peek().map(|e| e.deadline) }
     }
 
     /// Wakes the procs whose timers are due at `now`.
     #[cold]
-    fn fire_timers(&self, now: Instant) {
+    pub(super) fn fire_timers(&self, now: Instant) {
         // Woken procs go to the LIFO front, so the due batch is woken
         // latest deadline first: the earliest ends up in front and runs
         // first (sleepers due together wake in deadline order).
@@ -520,7 +543,7 @@ impl Rt {
         let ticks = self.ticks.get().wrapping_add(1);
         self.ticks.set(ticks);
         if ticks % timer::CHECK_EVERY == 0 {
-            self.poll_timers();
+            self.periodic_checks();
         }
         let streak = self.streak.get();
         if streak >= FAIR_STREAK {
@@ -534,12 +557,14 @@ impl Rt {
         self.fifo.pop_front()
     }
 
-    /// Fires the timers that are due, if any are armed.
+    /// Every `CHECK_EVERY` picks: fires the timers that are due, if any are
+    /// armed, and polls the I/O driver (see `io_tick`).
     #[cold]
-    fn poll_timers(&self) {
+    fn periodic_checks(&self) {
         if self.next_deadline().is_some() {
             self.fire_timers(Instant::now());
         }
+        self.io_tick();
     }
 
     /// The pick after a streak of `FAIR_STREAK` LIFO picks: the FIFO head,

@@ -16,8 +16,9 @@
 //! runtime burns no CPU), and every `CHECK_EVERY` picks while procs keep
 //! running, so a sleeper is not starved by busy procs.
 //!
-//! Until procrt has an I/O driver, the idle wait is `std::thread::sleep`;
-//! the driver will fold the deadline into its `epoll_wait` timeout.
+//! The idle wait is the I/O driver's `epoll_wait`, with the deadline as its
+//! timeout (or `std::thread::sleep` while the driver is unopened); see
+//! `driver.rs`.
 //!
 //! Rejected: a timer wheel (cheaper inserts, but coarse and more code; the
 //! heap is O(log n) and exact); eager removal (needs an index per entry).

@@ -1,0 +1,195 @@
+//! The scheduler's side of the I/O driver: where the run loop parks when
+//! nothing is runnable, and what it polls while busy.
+//!
+//! # Design
+//!
+//! The scheduler never calls epoll itself: it calls [`Rt::idle`] when its
+//! queues are empty and [`Rt::io_tick`] every `timer::CHECK_EVERY` picks
+//! (with the timer check). Both go through the runtime's [`Driver`], which
+//! opens nothing until first needed: a runtime whose procs never wait on an
+//! fd nor hand out a [`Handle`](super::remote::Handle) makes no I/O syscall
+//! and idles in `std::thread::sleep` as before.
+//!
+//! Once opened, the driver holds the [`Reactor`] (epoll) and the
+//! [`Remote`] (injection queue + eventfd, registered in that epoll). Idle:
+//! `epoll_wait` with the earliest timer's deadline as timeout (rounded *up*
+//! to a millisecond, so the loop does not wake early and spin), then the
+//! due timers fire. Busy: a non-blocking `epoll_wait` only when some proc
+//! waits on an fd, and a drain of the injection queue only when its
+//! `pending` flag is set; otherwise the tick costs two loads.
+//!
+//! Deadlock: with no timer, no proc waiting on an fd, no queued message and
+//! no `Handle` alive outside the runtime, nothing could ever wake a proc:
+//! `idle` returns false and `block_on` panics as before. A `Handle` held
+//! anywhere (a thread, a `spawn_blocking` job) means a wake may come, so
+//! the runtime waits for it.
+
+use super::remote::{Msg, Remote};
+use super::runtime::{rt_ptr, Rt};
+use crate::io::Reactor;
+use std::cell::OnceCell;
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The opened halves of a driver.
+struct Opened {
+    /// The epoll instance and fd registrations.
+    reactor: Rc<Reactor>,
+    /// The injection queue; its eventfd is registered in `reactor`.
+    remote: Arc<Remote>,
+}
+
+/// A runtime's I/O driver, opened on first use.
+pub(crate) struct Driver {
+    /// Empty until a proc first waits on an fd or asks for a handle.
+    opened: OnceCell<Opened>,
+}
+
+impl Driver {
+    /// An unopened driver: no fds, no syscalls.
+    pub(crate) const fn new() -> Driver {
+        Driver {
+            opened: OnceCell::new(),
+        }
+    }
+
+    /// Opens the eventfd and the epoll instance if not yet done.
+    fn open(&self) -> io::Result<&Opened> {
+        if let Some(o) = self.opened.get() {
+            return Ok(o);
+        }
+        let remote = Arc::new(Remote::new()?);
+        let reactor = Rc::new(Reactor::new(remote.wake_fd())?);
+        Ok(self.opened.get_or_init(|| Opened { reactor, remote }))
+    }
+
+    /// The reactor, opened if needed.
+    pub(crate) fn reactor(&self) -> io::Result<Rc<Reactor>> {
+        self.open().map(|o| o.reactor.clone())
+    }
+
+    /// The injection queue, opened if needed.
+    pub(crate) fn remote(&self, _rt: &Rt) -> io::Result<Arc<Remote>> {
+        self.open().map(|o| o.remote.clone())
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(o) = self.opened.get() {
+            // Handles that outlive the runtime now fail or do nothing.
+            o.remote.close();
+        }
+    }
+}
+
+/// The reactor of the runtime running the calling proc: `None` outside a
+/// proc (the caller then blocks the thread in `poll(2)`), an error if the
+/// reactor cannot be opened.
+pub(crate) fn current_reactor() -> Option<io::Result<Rc<Reactor>>> {
+    let rt = rt_ptr();
+    if rt.is_null() {
+        return None;
+    }
+    // SAFETY: non-null CURRENT_RT: its runtime is alive on this thread.
+    let rt = unsafe { &*rt };
+    rt.current()?;
+    Some(rt.driver().reactor())
+}
+
+/// `deadline - now` in whole milliseconds, rounded up, for `epoll_wait`.
+fn timeout_ms(deadline: Instant, now: Instant) -> i32 {
+    let d = deadline.saturating_duration_since(now);
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    ms.min(i32::MAX as u128) as i32
+}
+
+impl Rt {
+    /// Run with the timer check while procs keep running: picks up I/O
+    /// readiness and injected messages without blocking. Two loads when
+    /// there is nothing to do.
+    #[inline]
+    pub(super) fn io_tick(&self) {
+        if let Some(o) = self.driver().opened.get() {
+            if o.reactor.waiting() > 0 || o.remote.is_pending() {
+                self.io_tick_slow(o);
+            }
+        }
+    }
+
+    #[cold]
+    fn io_tick_slow(&self, o: &Opened) {
+        if o.reactor.waiting() > 0 {
+            self.poll_reactor(o, 0);
+        }
+        if o.remote.is_pending() {
+            self.drain_remote(o);
+        }
+    }
+
+    /// Nothing is runnable: wait in the driver until an fd is ready, a
+    /// message comes from another thread, or the earliest timer is due;
+    /// then fire due timers. Returns false when nothing can ever wake a
+    /// proc (a deadlock).
+    pub(super) fn idle(&self) -> bool {
+        let deadline = self.next_deadline();
+        match self.driver().opened.get() {
+            Some(o) => {
+                let pending = o.remote.is_pending();
+                let can_wake =
+                    pending || o.reactor.waiting() > 0 || Arc::strong_count(&o.remote) > 1;
+                if !can_wake && deadline.is_none() {
+                    return false;
+                }
+                let timeout = match deadline {
+                    _ if pending => 0,
+                    Some(d) => timeout_ms(d, Instant::now()),
+                    None => -1,
+                };
+                self.poll_reactor(o, timeout);
+                if o.remote.is_pending() {
+                    self.drain_remote(o);
+                }
+            }
+            None => {
+                let Some(d) = deadline else { return false };
+                let now = Instant::now();
+                if d > now {
+                    std::thread::sleep(d - now);
+                }
+            }
+        }
+        if deadline.is_some() {
+            self.fire_timers(Instant::now());
+        }
+        true
+    }
+
+    /// One `epoll_wait`; wakes the procs whose fds became ready.
+    fn poll_reactor(&self, o: &Opened, timeout_ms: i32) {
+        match o.reactor.poll(timeout_ms) {
+            Ok(true) => o.remote.clear_wake_fd(),
+            Ok(false) => {}
+            // EBADF, EFAULT, EINVAL: the reactor's own state is broken.
+            Err(e) => crate::fatal(format_args!("epoll_wait failed: {e}")),
+        }
+    }
+
+    /// Runs every message queued by other threads.
+    fn drain_remote(&self, o: &Opened) {
+        o.remote.drain(|m| match m {
+            Msg::Wake(id) => {
+                if let Some(p) = self.lookup(id) {
+                    self.wake(p);
+                }
+            }
+            Msg::Spawn(f) => {
+                if let Err(e) = self.spawn_queued(f) {
+                    eprintln!("procrt: a proc spawned from another thread could not start: {e}");
+                }
+            }
+        });
+    }
+}
