@@ -60,10 +60,10 @@ pub mod stack;
 pub use chan::{monitor, trap_exits};
 pub use error::{BuildError, JoinError, SpawnError, SpawnErrorKind};
 pub use sched::{
-    current, demonitor, handle, link, park, park_timeout, remote_unparker, run, sleep,
-    sleep_until, spawn, spawn_blocking, try_current, unlink, unparker, yield_now, Builder, Down,
-    ExitReason, Handle, JoinHandle, MonitorRef, ProcId, ProcInfo, RemoteUnparker, Runtime,
-    RuntimeBuilder, Unparker,
+    current, demonitor, handle, link, park, park_timeout, remote_unparker, run, sleep, sleep_until,
+    spawn, spawn_blocking, try_current, unlink, unparker, yield_now, Builder, Down, ExitReason,
+    Handle, JoinHandle, MonitorRef, ProcId, ProcInfo, RemoteUnparker, Runtime, RuntimeBuilder,
+    Unparker,
 };
 
 /// The README's code blocks, compiled and run by `cargo test`.

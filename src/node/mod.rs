@@ -22,13 +22,63 @@
 //! - [`wire`]: the [`Wire`] trait, a positional encoding of values into
 //!   bytes plus fds, and a decoder that never trusts a length.
 //!
+//! - `link`: a [`Link`] is one connection, served by a reader and a writer
+//!   proc; ports ([`export`], [`export_channel`], [`export_calls`]) are
+//!   named destinations for typed messages ([`RemoteAddr`]) and calls
+//!   ([`RemoteCaller`]); monitors reach across ([`Link::monitor`],
+//!   [`RemoteDown`]), and a link that closes delivers
+//!   [`ExitReason::NodeDown`](crate::ExitReason::NodeDown) to them.
+//! - `process`: starting worker nodes ([`spawn_worker`], [`role`],
+//!   [`connect_parent`]) and connecting separate ones ([`listen`],
+//!   [`connect`]) with a credential check ([`Trust`]).
+//!
 //! The decode path (frame and wire) is pure: it takes bytes and a list of
 //! fds and returns values or an error, so it is fuzzed without sockets
 //! (`fuzz/fuzz_targets/frame_decode.rs`).
+//!
+//! A node is one runtime on one thread: links, ports and the table of links
+//! by node belong to the thread that made them.
+//!
+//! ```no_run
+//! use procrt::node::{self, Wire};
+//! use std::time::Duration;
+//!
+//! fn main() {
+//!     if node::role().as_deref() == Some("echo") {
+//!         // The worker: answer on port "echo" until the parent goes away.
+//!         procrt::run(|| {
+//!             let parent = node::connect_parent().unwrap();
+//!             let (tx, rx) = procrt::chan::channel::<(u64, String)>();
+//!             node::export_channel("in", tx);
+//!             let out = parent.addr::<String>("out");
+//!             procrt::spawn(move || for (n, s) in rx { out.send(format!("{n}: {s}")).unwrap() }).unwrap();
+//!             parent.wait_closed();
+//!         });
+//!         return;
+//!     }
+//!     procrt::run(|| {
+//!         let (tx, rx) = procrt::chan::channel::<String>();
+//!         node::export_channel("out", tx);
+//!         let w = node::spawn_worker("echo").unwrap();
+//!         w.link().addr::<(u64, String)>("in").send((1, "hi".into())).unwrap();
+//!         assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "1: hi");
+//!     });
+//! }
+//! ```
 
 pub mod frame;
+mod link;
+mod process;
 pub mod sys;
 pub mod wire;
 
 pub use frame::{Frame, FrameError, Reassembler, RecvFlags};
+pub use link::{
+    export, export_calls, export_channel, fingerprint, link_to, monitor_remote, this_node,
+    unexport, GlobalId, Link, LinkClosed, LinkConfig, NodeId, RemoteAddr, RemoteCaller, RemoteDown,
+};
+pub use process::{
+    connect, connect_parent, listen, role, spawn_worker, spawn_worker_with, NodeListener, Trust,
+    Worker, FD_ENV, ROLE_ENV,
+};
 pub use wire::{decode_message, encode_message, Bytes, Decoder, Encoder, Wire, WireError};

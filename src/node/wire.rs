@@ -177,6 +177,12 @@ impl<'a> Decoder<'a> {
         Ok(fd)
     }
 
+    /// The fds not yet taken, for handing the rest of a message on (the
+    /// next decoder numbers them from 0 again).
+    pub fn into_fds(self) -> Vec<OwnedFd> {
+        self.fds.collect()
+    }
+
     /// Checks that the value used every byte and every fd.
     pub fn finish(self) -> Result<(), WireError> {
         if self.remaining() != 0 {

@@ -168,6 +168,11 @@ pub enum ExitReason {
     },
     /// The proc was not alive when it was monitored or linked to.
     NoProc,
+    /// The proc ran on another node, and the link to that node closed (the
+    /// node died, or the link broke or was refused) before the proc was
+    /// known to end; the text says why the link closed. Only remote
+    /// monitors (`procrt::node`) report it.
+    NodeDown(String),
 }
 
 impl ExitReason {
@@ -210,6 +215,9 @@ impl fmt::Display for ExitReason {
                 write!(f, "ended by linked proc {by}, which {reason}")
             }
             ExitReason::NoProc => write!(f, "was not alive"),
+            ExitReason::NodeDown(why) => {
+                write!(f, "is out of reach: its node's link closed ({why})")
+            }
         }
     }
 }
