@@ -587,6 +587,24 @@ impl Rt {
         }
     }
 
+    /// Like [`wake`](Self::wake), but a parked proc goes to the back of
+    /// the FIFO queue, behind every runnable proc: the I/O driver's wake,
+    /// so that procs whose fds became ready are served in the order they
+    /// became ready, and a stream of fresh readiness cannot keep pushing
+    /// older ones back (as LIFO wakes would: the p99 of an echo server).
+    pub(crate) fn wake_fifo(&self, p: ProcRef) {
+        let pr = p.get();
+        match pr.state.get() {
+            State::Parked => {
+                pr.state.set(State::Runnable);
+                // SAFETY: see next_runnable.
+                unsafe { (*self.fifo.get()).push_back(p) };
+            }
+            State::Running | State::Runnable => pr.notified.set(true),
+            State::Done => {}
+        }
+    }
+
     /// From the scheduler's stack: run `p` until the CPU comes back here.
     fn resume_from_sched(&self, p: ProcRef) {
         p.get().state.set(State::Running);
