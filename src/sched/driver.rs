@@ -74,7 +74,7 @@ impl Driver {
     }
 
     /// The injection queue, opened if needed.
-    pub(crate) fn remote(&self, _rt: &Rt) -> io::Result<Arc<Remote>> {
+    pub(crate) fn remote(&self) -> io::Result<Arc<Remote>> {
         self.open().map(|o| o.remote.clone())
     }
 }

@@ -379,7 +379,7 @@ impl Runtime {
     /// open: fails only when the process is out of file descriptors.
     pub fn handle(&self) -> std::io::Result<crate::Handle> {
         let rt = &*self.rt;
-        rt.driver().remote(rt).map(crate::Handle::from_remote)
+        rt.driver().remote().map(crate::Handle::from_remote)
     }
 
     /// Counters of the stack pool.
