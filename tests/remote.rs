@@ -241,3 +241,45 @@ fn an_idle_runtime_burns_no_cpu() {
         reader.join().unwrap();
     });
 }
+
+#[test]
+fn handles_and_remote_unparkers_are_send_sync_clone() {
+    fn check<T: Send + Sync + Clone + 'static>() {}
+    check::<procrt::Handle>();
+    check::<procrt::RemoteUnparker>();
+}
+
+#[test]
+fn injected_procs_start_while_the_runtime_is_busy() {
+    use std::sync::atomic::AtomicBool;
+    procrt::run(|| {
+        // Procs on small segments that never let the runtime idle: the
+        // injected proc is spawned by the busy-path poll, on their stacks.
+        let started = Arc::new(AtomicBool::new(false));
+        let busy: Vec<_> = (0..4)
+            .map(|_| {
+                let s = started.clone();
+                procrt::Builder::new()
+                    .stack_size(8192)
+                    .spawn(move || {
+                        let mut spins = 0u64;
+                        while !s.load(Ordering::SeqCst) {
+                            procrt::yield_now();
+                            spins += 1;
+                        }
+                        spins
+                    })
+                    .unwrap()
+            })
+            .collect();
+        let h = procrt::handle();
+        let s = started.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            h.spawn(move || s.store(true, Ordering::SeqCst)).unwrap();
+        });
+        for b in busy {
+            assert!(b.join().unwrap() > 0);
+        }
+    });
+}

@@ -32,6 +32,13 @@ const IDLE_GUARDED_AIM: f64 = 4.6 * 1024.0;
 /// The skynet peak-memory aim, KiB (16 MiB).
 const SKYNET_RSS_AIM_KIB: f64 = 16.0 * 1024.0;
 
+/// The echo cases: connections, and the names of their three rows.
+const ECHO_ROWS: [(usize, [&str; 3]); 3] = [
+    (1, ["echo1_tput", "echo1_p50", "echo1_p99"]),
+    (100, ["echo100_tput", "echo100_p50", "echo100_p99"]),
+    (1000, ["echo1000_tput", "echo1000_p50", "echo1000_p99"]),
+];
+
 /// Sizes of one comparison.
 struct Sizes {
     runs: usize,
@@ -42,6 +49,8 @@ struct Sizes {
     thread_hops: u64,
     idle: usize,
     thread_idle: usize,
+    /// Echo round trips per run, shared among the connections.
+    echo_messages: usize,
 }
 
 impl Sizes {
@@ -55,6 +64,7 @@ impl Sizes {
             thread_hops: 200_000,
             idle: 100_000,
             thread_idle: 10_000,
+            echo_messages: crate::echo::ECHO_MESSAGES,
         }
     }
 
@@ -68,6 +78,7 @@ impl Sizes {
             thread_hops: 20_000,
             idle: 10_000,
             thread_idle: 2_000,
+            echo_messages: 5_000,
         }
     }
 }
@@ -366,6 +377,27 @@ pub fn main(args: impl Iterator<Item = String>) -> ExitCode {
         cases: idle,
     });
 
+    // The echo server: procrt and tokio only (the same client drives both).
+    for (conns, [tput, p50, p99]) in ECHO_ROWS {
+        let per_conn = (s.echo_messages / conns).max(5);
+        let mut cases = [None; 4];
+        for (i, imp) in [Imp::Procrt, Imp::Tokio].into_iter().enumerate() {
+            cases[i] = Some(add(imp, format!("echo {conns} --messages {per_conn}")));
+        }
+        for (workload, unit, field) in [
+            (tput, "msg/s", "msgs_per_sec"),
+            (p50, "us", "p50_us"),
+            (p99, "us", "p99_us"),
+        ] {
+            rows.push(Row {
+                workload,
+                unit,
+                field,
+                cases,
+            });
+        }
+    }
+
     // Run them, interleaved.
     let total = cases.len() * sizes.runs;
     eprintln!(
@@ -514,6 +546,17 @@ pub fn main(args: impl Iterator<Item = String>) -> ExitCode {
         verdict(g.map(|g| g <= IDLE_GUARDED_AIM)),
         g.map_or("-".into(), |g| format!("{g:.0}"))
     );
+    for (conns, [tput, _, p99]) in ECHO_ROWS {
+        let t = ratio(tput);
+        let p = ratio(p99);
+        println!(
+            "  echo {conns} conns: throughput >= tokio: {} ({}); p99 < tokio: {} ({})",
+            verdict(t.map(|r| r >= 1.0)),
+            t.map_or("-".into(), |r| format!("{r:.3}x")),
+            verdict(p.map(|r| r < 1.0)),
+            p.map_or("-".into(), |r| format!("{r:.3}x"))
+        );
+    }
     println!("compare took {:.1} s", started.elapsed().as_secs_f64());
 
     // One summary line per workload.

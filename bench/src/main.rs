@@ -7,6 +7,7 @@
 //! procrt-bench [IMPL] skynet10k       [--via join|chan]
 //! procrt-bench [IMPL] ring N          [--procs P] [--chan bounded|unbounded]
 //! procrt-bench [IMPL] idle N          [--unguarded] [--segment BYTES]
+//! procrt-bench [IMPL] echo C          [--messages M]
 //! procrt-bench compare [--quick] [--runs R]
 //! ```
 //!
@@ -48,6 +49,10 @@
 //!   `vm.max_map_count` limit: a spawn past it fails and `n` says how many
 //!   fit) or `--unguarded` (4 KiB first segments unless `--segment`).
 //!
+//! - **echo C**: a TCP echo server (procrt, or tokio's current-thread
+//!   runtime) driven over loopback by one client with C connections:
+//!   `msgs_per_sec`, `p50_us`, `p99_us`; see [`echo`].
+//!
 //! # How memory is measured
 //!
 //! Resident set size from `/proc/self/statm` (current) and `VmHWM` from
@@ -57,6 +62,7 @@
 //! cell of the table, not the table.
 
 mod compare;
+mod echo;
 mod mem;
 mod on_may;
 mod on_procrt;
@@ -164,6 +170,10 @@ pub enum Workload {
         unguarded: bool,
         segment: Option<usize>,
     },
+    Echo {
+        conns: usize,
+        messages: Option<usize>,
+    },
 }
 
 impl Workload {
@@ -175,6 +185,7 @@ impl Workload {
             Workload::Skynet { .. } => "skynet",
             Workload::Ring { .. } => "ring",
             Workload::Idle { .. } => "idle",
+            Workload::Echo { .. } => "echo",
         }
     }
 }
@@ -182,10 +193,26 @@ impl Workload {
 /// What a workload measured.
 #[derive(Clone, Debug)]
 pub enum Outcome {
-    Pingpong { ns_per_rt: f64 },
-    Skynet { total_ms: f64, sum: u64 },
-    Ring { ns_per_hop: f64 },
-    Idle { rss_per_proc: u64, n: usize },
+    Pingpong {
+        ns_per_rt: f64,
+    },
+    Skynet {
+        total_ms: f64,
+        sum: u64,
+    },
+    Ring {
+        ns_per_hop: f64,
+    },
+    Idle {
+        rss_per_proc: u64,
+        n: usize,
+    },
+    Echo {
+        conns: usize,
+        msgs_per_sec: f64,
+        p50_us: f64,
+        p99_us: f64,
+    },
 }
 
 /// A workload's outcome plus the companion facts for the INFO line.
@@ -235,6 +262,7 @@ fn usage() -> &'static str {
      procrt-bench [procrt|tokio|may|threads] skynet|skynet10k [--via join|chan]\n  \
      procrt-bench [procrt|tokio|may|threads] ring N [--procs P] [--chan bounded|unbounded]\n  \
      procrt-bench [procrt|tokio|may|threads] idle N [--unguarded] [--segment BYTES]\n  \
+     procrt-bench [procrt|tokio] echo C [--messages M]\n  \
      procrt-bench compare [--quick] [--runs R]"
 }
 
@@ -298,6 +326,10 @@ fn parse_workload(mut args: impl Iterator<Item = String>) -> Result<Workload, St
             unguarded: false,
             segment: None,
         },
+        "echo" => Workload::Echo {
+            conns: parse_count("echo C", args.next(), echo::MAX_CONNS)?,
+            messages: None,
+        },
         other => return Err(format!("unknown workload: {other}")),
     };
     while let Some(flag) = args.next() {
@@ -311,6 +343,9 @@ fn parse_workload(mut args: impl Iterator<Item = String>) -> Result<Workload, St
             (Workload::Idle { unguarded, .. }, "--unguarded") => *unguarded = true,
             (Workload::Idle { segment, .. }, "--segment") => {
                 *segment = Some(parse_count("--segment", args.next(), 1usize << 30)?)
+            }
+            (Workload::Echo { messages, .. }, "--messages") => {
+                *messages = Some(parse_count("--messages", args.next(), 10_000_000usize)?)
             }
             (_, other) => return Err(format!("{name}: unknown argument: {other}")),
         }
@@ -335,6 +370,14 @@ fn result_fields(o: &Outcome) -> String {
         Outcome::Skynet { total_ms, sum } => format!("total_ms={total_ms:.3} sum={sum}"),
         Outcome::Ring { ns_per_hop } => format!("ns_per_hop={ns_per_hop:.1}"),
         Outcome::Idle { rss_per_proc, n } => format!("rss_per_proc={rss_per_proc} n={n}"),
+        Outcome::Echo {
+            conns,
+            msgs_per_sec,
+            p50_us,
+            p99_us,
+        } => format!(
+            "conns={conns} msgs_per_sec={msgs_per_sec:.0} p50_us={p50_us:.1} p99_us={p99_us:.1}"
+        ),
     }
 }
 

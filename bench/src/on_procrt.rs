@@ -30,6 +30,7 @@ const IDLE_GUARDED_SEGMENT: usize = 8192;
 
 pub fn run(w: &Workload) -> Result<Report, Failure> {
     match *w {
+        Workload::Echo { conns, messages } => crate::echo::run(crate::Imp::Procrt, conns, messages),
         Workload::Pingpong { round_trips, chan } => {
             pingpong(round_trips, chan.unwrap_or(DEFAULT_CHAN))
         }

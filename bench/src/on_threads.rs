@@ -36,6 +36,9 @@ const SETTLE: Duration = Duration::from_secs(30);
 
 pub fn run(w: &Workload) -> Result<Report, Failure> {
     match *w {
+        Workload::Echo { conns, messages } => {
+            crate::echo::run(crate::Imp::Threads, conns, messages)
+        }
         Workload::Pingpong { round_trips, chan } => {
             let kind = chan.unwrap_or(DEFAULT_CHAN);
             let ns_per_rt = pingpong(round_trips, kind)?;

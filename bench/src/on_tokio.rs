@@ -34,6 +34,7 @@ pub fn run(w: &Workload) -> Result<Report, Failure> {
         .build()
         .map_err(|e| Failure::Failed(format!("cannot build the runtime: {e}")))?;
     match *w {
+        Workload::Echo { conns, messages } => crate::echo::run(crate::Imp::Tokio, conns, messages),
         Workload::Pingpong { round_trips, chan } => {
             let kind = chan.unwrap_or(DEFAULT_CHAN);
             let ns_per_rt = rt.block_on(pingpong(round_trips, kind));

@@ -26,7 +26,11 @@
 //! 3. retry the syscall.
 //!
 //! An event sets the bits it names and wakes every waiter of those
-//! directions. Adding an fd that is already ready makes epoll report it at
+//! directions, at the back of the scheduler's FIFO queue (not the LIFO
+//! front where a channel wake goes): procs are served in the order their
+//! fds became ready, so fresh readiness cannot keep pushing older waiters
+//! back. With LIFO wakes, `procrt-bench echo 1000` had a p99 two to eight
+//! times tokio's; with FIFO wakes it is level with it. Adding an fd that is already ready makes epoll report it at
 //! once (an edge is raised for the current state on `EPOLL_CTL_ADD`), so
 //! lazy registration loses nothing. Hang-up and error set both bits: the
 //! retried syscall then returns EOF or the error.
@@ -325,8 +329,9 @@ impl Reactor {
         }
         drop(events);
         self.waiting.set(self.waiting.get() - woken.len());
+        // FIFO: served in the order their fds became ready.
         for u in woken {
-            u.unpark();
+            u.unpark_fifo();
         }
         Ok(woke_remote)
     }

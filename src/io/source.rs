@@ -90,9 +90,9 @@ impl<T: AsFd> Source<T> {
     pub(crate) fn into_inner(self) -> T {
         self.deregister();
         let this = std::mem::ManuallyDrop::new(self);
-        // SAFETY: `this` is never used or dropped again; each field is read
-        // out exactly once (`reg` is already None, and its drop is a no-op
-        // on None but we drop it anyway to free the RefCell's contents).
+        // SAFETY: `this` is ManuallyDrop, so `Source::drop` never runs and
+        // no field is dropped twice: `reg` (already None) and `io` are each
+        // read out once, here; the other fields are `Copy`.
         unsafe {
             drop(std::ptr::read(&this.reg));
             std::ptr::read(&this.io)

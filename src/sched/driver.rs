@@ -33,6 +33,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Stack the busy-path poll makes sure of (it may spawn procs and print).
+const TICK_STACK: usize = 32 * 1024;
+
 /// The opened halves of a driver.
 struct Opened {
     /// The epoll instance and fd registrations.
@@ -71,7 +74,7 @@ impl Driver {
     }
 
     /// The injection queue, opened if needed.
-    pub(crate) fn remote(&self, _rt: &Rt) -> io::Result<Arc<Remote>> {
+    pub(crate) fn remote(&self) -> io::Result<Arc<Remote>> {
         self.open().map(|o| o.remote.clone())
     }
 }
@@ -119,14 +122,19 @@ impl Rt {
         }
     }
 
+    /// Runs inside `next_runnable`, on the stack of a proc that is
+    /// switching away, which was only promised `ENTRY_STACK` bytes: spawning
+    /// an injected proc needs more, so make sure of `TICK_STACK`.
     #[cold]
     fn io_tick_slow(&self, o: &Opened) {
-        if o.reactor.waiting() > 0 {
-            self.poll_reactor(o, 0);
-        }
-        if o.remote.is_pending() {
-            self.drain_remote(o);
-        }
+        crate::stack::grow(TICK_STACK, || {
+            if o.reactor.waiting() > 0 {
+                self.poll_reactor(o, 0);
+            }
+            if o.remote.is_pending() {
+                self.drain_remote(o);
+            }
+        })
     }
 
     /// Nothing is runnable: wait in the driver until an fd is ready, a

@@ -320,6 +320,17 @@ impl Unparker {
     pub fn id(&self) -> ProcId {
         self.p.get().id
     }
+
+    /// Like `unpark`, but the proc queues behind every runnable proc (the
+    /// I/O driver's wake; see `Rt::wake_fifo`).
+    pub(crate) fn unpark_fifo(&self) {
+        let p = self.p.get();
+        if p.state.get() == State::Done {
+            return;
+        }
+        // SAFETY: as in `unpark`.
+        unsafe { (*p.rt).wake_fifo(self.p) }
+    }
 }
 
 impl Clone for Unparker {

@@ -36,6 +36,11 @@
 //! within 62 picks whatever the others do (round robin among yielders), and
 //! a busy ping-pong pair cannot starve a woken proc forever.
 //!
+//! Procs woken by the I/O driver (their fd became ready) go to the back of
+//! the FIFO, like yielders: they are served in the order their fds became
+//! ready, and a stream of new readiness cannot starve older waiters (see
+//! `io/driver.rs`). Timer and channel wakes stay LIFO.
+//!
 //! Rejected: Go's single `runnext` slot plus FIFO: it runs fan-out
 //! breadth-first (every leaf of skynet spawned before the first one ends);
 //! a spawn that only queues the child: a proc spawning 100k children before

@@ -251,7 +251,7 @@ impl RemoteUnparker {
 pub fn handle() -> Handle {
     super::runtime::with_rt("handle", |rt| {
         rt.driver()
-            .remote(rt)
+            .remote()
             .map(Handle::from_remote)
             .unwrap_or_else(|e| panic!("procrt: cannot open the runtime's wake-up fd: {e}"))
     })

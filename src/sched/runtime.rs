@@ -380,7 +380,7 @@ impl Runtime {
     /// open: fails only when the process is out of file descriptors.
     pub fn handle(&self) -> std::io::Result<crate::Handle> {
         let rt = &*self.rt;
-        rt.driver().remote(rt).map(crate::Handle::from_remote)
+        rt.driver().remote().map(crate::Handle::from_remote)
     }
 
     /// Counters of the stack pool.
@@ -598,6 +598,24 @@ impl Rt {
             State::Parked => {
                 pr.state.set(State::Runnable);
                 self.lifo.push_front(p);
+            }
+            State::Running | State::Runnable => pr.notified.set(true),
+            State::Done => {}
+        }
+    }
+
+    /// Like [`wake`](Self::wake), but a parked proc goes to the back of
+    /// the FIFO queue, behind every runnable proc: the I/O driver's wake,
+    /// so that procs whose fds became ready are served in the order they
+    /// became ready, and a stream of fresh readiness cannot keep pushing
+    /// older ones back (as LIFO wakes would: the p99 of an echo server).
+    pub(crate) fn wake_fifo(&self, p: ProcRef) {
+        let pr = p.get();
+        match pr.state.get() {
+            State::Parked => {
+                pr.state.set(State::Runnable);
+                // SAFETY: see next_runnable.
+                unsafe { (*self.fifo.get()).push_back(p) };
             }
             State::Running | State::Runnable => pr.notified.set(true),
             State::Done => {}
