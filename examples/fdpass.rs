@@ -20,20 +20,28 @@ use std::time::Duration;
 fn worker() {
     procrt::run(|| {
         type Msg = ((String, OwnedFd), Reply<(bool, String)>);
-        let reader = spawn_actor((), |_: &mut (), ((path, fd), reply): Msg, _: &Context<Msg>| {
-            let could_open = File::open(&path).is_ok();
-            println!(
-                "fdpass worker {}: open({path:?}) {}",
-                std::process::id(),
-                if could_open { "worked" } else { "failed: no such file" }
-            );
-            let mut f = File::from(fd);
-            let mut text = String::new();
-            f.read_to_string(&mut text).expect("read through the fd");
-            println!("fdpass worker: read through the descriptor: {text:?}");
-            f.write_all(b" -- and the worker wrote this").expect("write through the fd");
-            let _ = reply.send((could_open, text));
-        });
+        let reader = spawn_actor(
+            (),
+            |_: &mut (), ((path, fd), reply): Msg, _: &Context<Msg>| {
+                let could_open = File::open(&path).is_ok();
+                println!(
+                    "fdpass worker {}: open({path:?}) {}",
+                    std::process::id(),
+                    if could_open {
+                        "worked"
+                    } else {
+                        "failed: no such file"
+                    }
+                );
+                let mut f = File::from(fd);
+                let mut text = String::new();
+                f.read_to_string(&mut text).expect("read through the fd");
+                println!("fdpass worker: read through the descriptor: {text:?}");
+                f.write_all(b" -- and the worker wrote this")
+                    .expect("write through the fd");
+                let _ = reply.send((could_open, text));
+            },
+        );
         node::export_calls("read", reader, |m: (String, OwnedFd), r| (m, r));
         let parent = node::connect_parent().expect("fdpass worker: no link to the parent");
         parent.wait_closed();
@@ -51,7 +59,11 @@ fn main() {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("secret.txt");
         std::fs::write(&path, "the secret is 42").unwrap();
-        let mut file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
         // From here on, no name leads to the file: only the descriptor.
         std::fs::remove_file(&path).unwrap();
         std::fs::remove_dir(&dir).unwrap();

@@ -118,7 +118,10 @@ fn client(addr: std::net::SocketAddr, n: usize) -> Vec<u32> {
         let mut body = vec![0; len];
         r.read_exact(&mut body).unwrap();
         let body = String::from_utf8(body).unwrap();
-        let pid = body.trim().strip_prefix("hello from worker ").expect("a worker's answer");
+        let pid = body
+            .trim()
+            .strip_prefix("hello from worker ")
+            .expect("a worker's answer");
         pids.push(pid.parse().unwrap());
     }
     pids
@@ -130,7 +133,11 @@ fn main() {
         return;
     }
     let args = parse();
-    let addr = if args.short { "127.0.0.1:0".to_string() } else { args.addr.clone() };
+    let addr = if args.short {
+        "127.0.0.1:0".to_string()
+    } else {
+        args.addr.clone()
+    };
     procrt::run(move || {
         let workers: Vec<node::Worker> = (0..args.workers.max(1))
             .map(|_| node::spawn_worker("prefork-worker").expect("start a worker"))
@@ -138,8 +145,14 @@ fn main() {
         let listener = TcpListener::bind(&addr).expect("bind");
         let local = listener.local_addr().unwrap();
         let pids: Vec<u32> = workers.iter().map(|w| w.pid()).collect();
-        println!("prefork: listening on http://{local} with {} workers (pids {pids:?})", workers.len());
-        let ports: Vec<_> = workers.iter().map(|w| w.link().addr::<OwnedFd>("conn")).collect();
+        println!(
+            "prefork: listening on http://{local} with {} workers (pids {pids:?})",
+            workers.len()
+        );
+        let ports: Vec<_> = workers
+            .iter()
+            .map(|w| w.link().addr::<OwnedFd>("conn"))
+            .collect();
         let acceptor = procrt::spawn(move || {
             let mut next = 0;
             loop {
@@ -169,7 +182,9 @@ fn main() {
             let hs: Vec<_> = (0..threads)
                 .map(|_| std::thread::spawn(move || client(local, total / threads)))
                 .collect();
-            hs.into_iter().flat_map(|h| h.join().unwrap()).collect::<Vec<u32>>()
+            hs.into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect::<Vec<u32>>()
         });
         let secs = start.elapsed().as_secs_f64();
         assert_eq!(answered.len(), total);

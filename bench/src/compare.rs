@@ -51,6 +51,10 @@ struct Sizes {
     thread_idle: usize,
     /// Echo round trips per run, shared among the connections.
     echo_messages: usize,
+    /// Round trips of the cross-node pingpong.
+    node_round_trips: u64,
+    /// Requests per prefork run.
+    prefork_requests: usize,
 }
 
 impl Sizes {
@@ -65,6 +69,8 @@ impl Sizes {
             idle: 100_000,
             thread_idle: 10_000,
             echo_messages: crate::echo::ECHO_MESSAGES,
+            node_round_trips: 50_000,
+            prefork_requests: 40_000,
         }
     }
 
@@ -79,6 +85,8 @@ impl Sizes {
             idle: 10_000,
             thread_idle: 2_000,
             echo_messages: 5_000,
+            node_round_trips: 5_000,
+            prefork_requests: 4_000,
         }
     }
 }
@@ -396,6 +404,38 @@ pub fn main(args: impl Iterator<Item = String>) -> ExitCode {
                 cases,
             });
         }
+    }
+
+    // Nodes: procrt only (the peers have no nodes); the rows stand beside
+    // the single-node pingpong above.
+    let mut procrt_only =
+        |workload: &'static str, unit: &'static str, field: &'static str, args: String| {
+            let mut cases = [None; 4];
+            cases[0] = Some(add(Imp::Procrt, args));
+            rows.push(Row {
+                workload,
+                unit,
+                field,
+                cases,
+            });
+        };
+    procrt_only(
+        "node_pingpong",
+        "ns/rt",
+        "ns_per_rt",
+        format!("nodepingpong {}", s.node_round_trips),
+    );
+    for (w, name) in [
+        (0, "prefork_0_workers"),
+        (1, "prefork_1_worker"),
+        (2, "prefork_2_workers"),
+    ] {
+        procrt_only(
+            name,
+            "req/s",
+            "requests_per_sec",
+            format!("prefork {w} --requests {}", s.prefork_requests),
+        );
     }
 
     // Run them, interleaved.

@@ -8,6 +8,8 @@
 //! procrt-bench [IMPL] ring N          [--procs P] [--chan bounded|unbounded]
 //! procrt-bench [IMPL] idle N          [--unguarded] [--segment BYTES]
 //! procrt-bench [IMPL] echo C          [--messages M]
+//! procrt-bench nodepingpong N
+//! procrt-bench prefork W              [--requests R]
 //! procrt-bench compare [--quick] [--runs R]
 //! ```
 //!
@@ -53,6 +55,15 @@
 //!   runtime) driven over loopback by one client with C connections:
 //!   `msgs_per_sec`, `p50_us`, `p99_us`; see [`echo`].
 //!
+//! - **nodepingpong N** (procrt only): pingpong between procs on two nodes
+//!   (OS processes linked by a unix socket): `ns_per_rt`. Beside it, the
+//!   single-node `pingpong`.
+//! - **prefork W** (procrt only): an acceptor node hands each accepted TCP
+//!   connection, as a file descriptor in a message, to one of W worker
+//!   nodes that answer HTTP keep-alive requests (W = 0: it serves them
+//!   itself); 8 client threads send R requests in all: `requests_per_sec`.
+//!   See [`nodes`].
+//!
 //! # How memory is measured
 //!
 //! Resident set size from `/proc/self/statm` (current) and `VmHWM` from
@@ -64,6 +75,7 @@
 mod compare;
 mod echo;
 mod mem;
+mod nodes;
 mod on_may;
 mod on_procrt;
 mod on_threads;
@@ -174,6 +186,13 @@ pub enum Workload {
         conns: usize,
         messages: Option<usize>,
     },
+    NodePingpong {
+        round_trips: u64,
+    },
+    Prefork {
+        workers: usize,
+        requests: Option<usize>,
+    },
 }
 
 impl Workload {
@@ -186,6 +205,8 @@ impl Workload {
             Workload::Ring { .. } => "ring",
             Workload::Idle { .. } => "idle",
             Workload::Echo { .. } => "echo",
+            Workload::NodePingpong { .. } => "nodepingpong",
+            Workload::Prefork { .. } => "prefork",
         }
     }
 }
@@ -212,6 +233,13 @@ pub enum Outcome {
         msgs_per_sec: f64,
         p50_us: f64,
         p99_us: f64,
+    },
+    NodePingpong {
+        ns_per_rt: f64,
+    },
+    Prefork {
+        workers: usize,
+        requests_per_sec: f64,
     },
 }
 
@@ -263,6 +291,8 @@ fn usage() -> &'static str {
      procrt-bench [procrt|tokio|may|threads] ring N [--procs P] [--chan bounded|unbounded]\n  \
      procrt-bench [procrt|tokio|may|threads] idle N [--unguarded] [--segment BYTES]\n  \
      procrt-bench [procrt|tokio] echo C [--messages M]\n  \
+     procrt-bench [procrt] nodepingpong N\n  \
+     procrt-bench [procrt] prefork W [--requests R]\n  \
      procrt-bench compare [--quick] [--runs R]"
 }
 
@@ -330,6 +360,25 @@ fn parse_workload(mut args: impl Iterator<Item = String>) -> Result<Workload, St
             conns: parse_count("echo C", args.next(), echo::MAX_CONNS)?,
             messages: None,
         },
+        "nodepingpong" => Workload::NodePingpong {
+            round_trips: parse_count("nodepingpong N", args.next(), MAX_ROUND_TRIPS)?,
+        },
+        "prefork" => {
+            let s = args.next().ok_or("prefork W: a number is missing")?;
+            let workers: usize = s
+                .parse()
+                .map_err(|_| format!("prefork W: not a number: {s}"))?;
+            if workers > nodes::MAX_WORKERS {
+                return Err(format!(
+                    "prefork W: {workers} is not in 0..={}",
+                    nodes::MAX_WORKERS
+                ));
+            }
+            Workload::Prefork {
+                workers,
+                requests: None,
+            }
+        }
         other => return Err(format!("unknown workload: {other}")),
     };
     while let Some(flag) = args.next() {
@@ -343,6 +392,9 @@ fn parse_workload(mut args: impl Iterator<Item = String>) -> Result<Workload, St
             (Workload::Idle { unguarded, .. }, "--unguarded") => *unguarded = true,
             (Workload::Idle { segment, .. }, "--segment") => {
                 *segment = Some(parse_count("--segment", args.next(), 1usize << 30)?)
+            }
+            (Workload::Prefork { requests, .. }, "--requests") => {
+                *requests = Some(parse_count("--requests", args.next(), 10_000_000usize)?)
             }
             (Workload::Echo { messages, .. }, "--messages") => {
                 *messages = Some(parse_count("--messages", args.next(), 10_000_000usize)?)
@@ -378,10 +430,19 @@ fn result_fields(o: &Outcome) -> String {
         } => format!(
             "conns={conns} msgs_per_sec={msgs_per_sec:.0} p50_us={p50_us:.1} p99_us={p99_us:.1}"
         ),
+        Outcome::NodePingpong { ns_per_rt } => format!("ns_per_rt={ns_per_rt:.1}"),
+        Outcome::Prefork {
+            workers,
+            requests_per_sec,
+        } => format!("workers={workers} requests_per_sec={requests_per_sec:.0}"),
     }
 }
 
 fn main() -> ExitCode {
+    // A worker node started by a node workload plays its role and exits.
+    if nodes::worker_main() {
+        return ExitCode::SUCCESS;
+    }
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("compare") {
         args.next();

@@ -81,6 +81,9 @@ fn go<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T
 
 fn run_in_coroutine(w: &Workload) -> Result<Report, Failure> {
     match *w {
+        Workload::NodePingpong { .. } | Workload::Prefork { .. } => Err(Failure::Skipped(
+            "node workloads are procrt's own: the peers have no nodes".into(),
+        )),
         Workload::Echo { conns, messages } => crate::echo::run(crate::Imp::May, conns, messages),
         Workload::Pingpong { round_trips, .. } => {
             let ns_per_rt = pingpong(round_trips);

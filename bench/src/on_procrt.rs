@@ -31,6 +31,10 @@ const IDLE_GUARDED_SEGMENT: usize = 8192;
 pub fn run(w: &Workload) -> Result<Report, Failure> {
     match *w {
         Workload::Echo { conns, messages } => crate::echo::run(crate::Imp::Procrt, conns, messages),
+        Workload::NodePingpong { round_trips } => crate::nodes::pingpong(round_trips),
+        Workload::Prefork { workers, requests } => {
+            crate::nodes::prefork(workers, requests.unwrap_or(20_000))
+        }
         Workload::Pingpong { round_trips, chan } => {
             pingpong(round_trips, chan.unwrap_or(DEFAULT_CHAN))
         }

@@ -36,6 +36,9 @@ const SETTLE: Duration = Duration::from_secs(30);
 
 pub fn run(w: &Workload) -> Result<Report, Failure> {
     match *w {
+        Workload::NodePingpong { .. } | Workload::Prefork { .. } => Err(Failure::Skipped(
+            "node workloads are procrt's own: the peers have no nodes".into(),
+        )),
         Workload::Echo { conns, messages } => {
             crate::echo::run(crate::Imp::Threads, conns, messages)
         }

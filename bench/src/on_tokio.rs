@@ -34,6 +34,9 @@ pub fn run(w: &Workload) -> Result<Report, Failure> {
         .build()
         .map_err(|e| Failure::Failed(format!("cannot build the runtime: {e}")))?;
     match *w {
+        Workload::NodePingpong { .. } | Workload::Prefork { .. } => Err(Failure::Skipped(
+            "node workloads are procrt's own: the peers have no nodes".into(),
+        )),
         Workload::Echo { conns, messages } => crate::echo::run(crate::Imp::Tokio, conns, messages),
         Workload::Pingpong { round_trips, chan } => {
             let kind = chan.unwrap_or(DEFAULT_CHAN);

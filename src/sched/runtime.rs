@@ -614,8 +614,7 @@ impl Rt {
         match pr.state.get() {
             State::Parked => {
                 pr.state.set(State::Runnable);
-                // SAFETY: see next_runnable.
-                unsafe { (*self.fifo.get()).push_back(p) };
+                self.fifo.push_back(p);
             }
             State::Running | State::Runnable => pr.notified.set(true),
             State::Done => {}
