@@ -115,6 +115,15 @@ fn worker_entry() {
                     stop_tx.borrow_mut().take();
                     let _ = r.send(None);
                 }
+                c if c.starts_with("connect ") => {
+                    // Link to a listener by path, and say hello through it.
+                    let link =
+                        node::connect(&c["connect ".len()..]).expect("connect to the listener");
+                    link.addr::<u64>("via_listener").send(7).unwrap();
+                    let _ = r.send(None);
+                    // Keep the link open until the other side closes it.
+                    procrt::spawn(move || drop(link.wait_closed())).unwrap();
+                }
                 _ => panic!("unknown command {cmd}"),
             },
         );
@@ -287,5 +296,46 @@ fn remote_monitors_see_normal_ends_and_sigkill_as_node_down() {
             rx.recv_timeout(T).unwrap().reason,
             ExitReason::NodeDown(_)
         ));
+        // Monitoring a proc that has ended: NoProc.
+        w.link().monitor(gid, &tx);
+        assert_eq!(
+            rx.recv_timeout(T).unwrap(),
+            RemoteDown {
+                id: gid,
+                reason: ExitReason::NoProc
+            }
+        );
+    });
+}
+
+#[test]
+fn nodes_that_start_apart_link_through_a_listener() {
+    procrt::run(|| {
+        let (tx, rx) = channel::<u64>();
+        node::export_channel("via_listener", tx);
+        let path = format!("@procrt-node-test-{}", std::process::id());
+        let listener = node::listen(&path).unwrap();
+        let w = start("serve");
+        let ctl = w.link().caller::<String, Option<GlobalId>>("ctl");
+        let asked = procrt::spawn(move || ctl.call(format!("connect {path}"), T)).unwrap();
+        let link = listener.accept().expect("accept the worker");
+        assert_eq!(link.peer().0, w.pid());
+        assert_eq!(rx.recv_timeout(T), Ok(7));
+        assert_eq!(asked.join().unwrap(), Ok(None));
+        // The listener's link carries calls like any other.
+        assert_eq!(call(&link, "u64", 11u64), 11);
+        // A filesystem path works too.
+        let dir = std::env::temp_dir().join(format!("procrt-node-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file_path = dir.join("node.sock");
+        let fs_listener = node::listen(&file_path).unwrap();
+        let ctl = w.link().caller::<String, Option<GlobalId>>("ctl");
+        let p = file_path.display().to_string();
+        let asked = procrt::spawn(move || ctl.call(format!("connect {p}"), T)).unwrap();
+        let link2 = fs_listener.accept().unwrap();
+        assert_eq!(link2.peer().0, w.pid());
+        assert_eq!(rx.recv_timeout(T), Ok(7));
+        assert_eq!(asked.join().unwrap(), Ok(None));
+        std::fs::remove_dir_all(&dir).unwrap();
     });
 }

@@ -281,6 +281,9 @@ pub(crate) struct LinkInner {
     remote_monitors: RefCell<HashMap<u64, (GlobalId, Sender<RemoteDown>)>>,
     /// Monitors the peer holds on this node's procs, by the peer's number.
     served_monitors: RefCell<HashMap<u64, MonitorRef>>,
+    /// The number of a served monitor whose Down went out while it was
+    /// being made (its proc was not alive), so that it is not entered.
+    down_early: Cell<Option<u64>>,
 }
 
 /// A connection to another node. Clones refer to the same link.
@@ -399,6 +402,7 @@ pub(crate) fn establish(sock: OwnedFd, config: LinkConfig, timeout: Duration) ->
         calls: RefCell::new(HashMap::new()),
         remote_monitors: RefCell::new(HashMap::new()),
         served_monitors: RefCell::new(HashMap::new()),
+        down_early: Cell::new(None),
     });
     LINKS.with(|l| l.borrow_mut().insert(NodeId(peer), Rc::downgrade(&inner)));
     let link = Link { inner };
@@ -673,11 +677,11 @@ impl Link {
                     n,
                 };
                 let m = add_monitor(ProcId { seq, slot }, Box::new(sink));
-                // The Down may have gone out at once (NoProc): then the sink
-                // removed nothing, and the entry below is harmless (it is
-                // taken back at close, and demonitor of an ended proc does
-                // nothing).
-                self.inner.served_monitors.borrow_mut().insert(n, m);
+                // The Down went out at once if the proc was not alive: then
+                // there is nothing to remember.
+                if self.inner.down_early.take() != Some(n) {
+                    self.inner.served_monitors.borrow_mut().insert(n, m);
+                }
                 Ok(())
             }
             kind::DEMONITOR => {
@@ -724,7 +728,16 @@ impl DownSink for LinkSink {
             return;
         };
         let link = Link { inner };
-        link.inner.served_monitors.borrow_mut().remove(&self.n);
+        if link
+            .inner
+            .served_monitors
+            .borrow_mut()
+            .remove(&self.n)
+            .is_none()
+        {
+            // Still inside `add_monitor` (see `dispatch`).
+            link.inner.down_early.set(Some(self.n));
+        }
         let mut e = Encoder::new();
         self.n.encode(&mut e);
         d.reason.encode(&mut e);

@@ -474,22 +474,26 @@ impl NodeListener {
     }
 }
 
-/// Connects to a node listening on `path`.
+/// Connects to a node listening on `path`. While the listener's backlog
+/// is full, retries (every millisecond, parking in between) for up to the
+/// handshake timeout.
 pub fn connect(path: impl AsRef<Path>) -> io::Result<Link> {
-    let fd = seqpacket_socket()?;
     let (a, len) = sockaddr(path.as_ref())?;
-    // SAFETY: `a` is a valid sockaddr_un of `len` bytes.
-    let r = unsafe { libc::connect(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) };
-    if r != 0 {
+    let deadline = std::time::Instant::now() + HANDSHAKE;
+    loop {
+        let fd = seqpacket_socket()?;
+        // SAFETY: `a` is a valid sockaddr_un of `len` bytes.
+        let r =
+            unsafe { libc::connect(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) };
+        if r == 0 {
+            return establish(fd, LinkConfig::default(), HANDSHAKE);
+        }
         let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EAGAIN) && e.raw_os_error() != Some(libc::EINPROGRESS) {
+        // A unix socket's non-blocking connect does not go on in the
+        // background: EAGAIN means the backlog is full, try again.
+        if e.raw_os_error() != Some(libc::EAGAIN) || std::time::Instant::now() >= deadline {
             return Err(e);
         }
-        // The listener's backlog is full: wait until the connect completes.
-        let g = GreenFd::new(fd);
-        g.wait_writable(None)?;
-        let fd = g.into_inner();
-        return establish(fd, LinkConfig::default(), HANDSHAKE);
+        crate::sleep(Duration::from_millis(1));
     }
-    establish(fd, LinkConfig::default(), HANDSHAKE)
 }
