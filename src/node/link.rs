@@ -13,7 +13,9 @@
 //! - the **writer** takes whole messages from an unbounded queue and writes
 //!   their fragments, so a message's fragments are never interleaved with
 //!   another's, and messages leave in the order they were queued (sending
-//!   never parks the sender; the writer parks while the socket is full);
+//!   never parks the sender; the writer parks while the socket is full).
+//!   A one-packet message with nothing queued ahead of it skips the queue:
+//!   the sending proc writes it at once, unless the socket is full;
 //! - the **reader** receives packets, passes them through the link's
 //!   [`Reassembler`], and dispatches each whole message in order: one
 //!   port's messages keep their order end to end.
@@ -60,7 +62,7 @@
 //! Every fd of a rejected message is closed: fds are owned values from the
 //! moment they are received, and dropped with the message.
 
-use super::frame::{fragment, Frame, Reassembler, HEADER, MAX_PAYLOAD};
+use super::frame::{fragment, Frame, Packet, Reassembler, HEADER, MAX_PAYLOAD};
 use super::sys::{recv_packet, send_packet};
 use super::wire::{decode_message, Decoder, Encoder, Wire, WireError};
 use crate::actor::{Addr, CallError, Reply};
@@ -246,11 +248,18 @@ pub fn fingerprint<T>() -> u64 {
     h
 }
 
-/// A message queued for the writer.
+/// A message queued for the writer, already split into packets.
 struct Outgoing {
-    kind: u8,
-    bytes: Vec<u8>,
-    fds: Vec<OwnedFd>,
+    packets: Vec<Packet>,
+}
+
+impl Outgoing {
+    fn new(kind: u8, e: Encoder) -> Outgoing {
+        let (bytes, fds) = e.finish();
+        Outgoing {
+            packets: fragment(kind, 0, &bytes, fds, MAX_PAYLOAD),
+        }
+    }
 }
 
 /// A call's answer, as the reader hands it to the waiting caller.
@@ -269,6 +278,10 @@ pub(crate) struct LinkInner {
     config: LinkConfig,
     /// The writer's queue; `None` once the link is closed.
     out: RefCell<Option<Sender<Outgoing>>>,
+    /// Messages queued for the writer or being written by it. While it is
+    /// 0, a one-packet message is sent at once by the proc that sends it
+    /// (nothing is ahead of it, so order holds), saving the hand-off.
+    pending: Cell<usize>,
     /// Why the link closed, once it has.
     closed: RefCell<Option<String>>,
     /// Procs waiting in `wait_closed`.
@@ -342,7 +355,7 @@ fn recv_frame(fd: &GreenFd<OwnedFd>, r: &mut Reassembler, buf: &mut [u8]) -> Res
 
 /// Writes one message, fragment by fragment.
 fn write_message(fd: &GreenFd<OwnedFd>, m: Outgoing) -> io::Result<()> {
-    for p in fragment(m.kind, 0, &m.bytes, m.fds, MAX_PAYLOAD) {
+    for p in m.packets {
         fd.write_with(|s| send_packet(s.as_fd(), &p.bytes, &p.fds))?;
     }
     Ok(())
@@ -357,15 +370,7 @@ pub(crate) fn establish(sock: OwnedFd, config: LinkConfig, timeout: Duration) ->
     fd.set_write_timeout(Some(timeout))?;
     let mut e = Encoder::new();
     (PROTOCOL, this_node().0).encode(&mut e);
-    let (bytes, fds) = e.finish();
-    write_message(
-        &fd,
-        Outgoing {
-            kind: kind::HELLO,
-            bytes,
-            fds,
-        },
-    )?;
+    write_message(&fd, Outgoing::new(kind::HELLO, e))?;
     let mut reasm = Reassembler::new(config.max_message, config.fd_budget);
     let mut buf = vec![0u8; HEADER + MAX_PAYLOAD + 1];
     let bad = |why: String| {
@@ -396,6 +401,7 @@ pub(crate) fn establish(sock: OwnedFd, config: LinkConfig, timeout: Duration) ->
         fd,
         config,
         out: RefCell::new(Some(tx)),
+        pending: Cell::new(0),
         closed: RefCell::new(None),
         close_waiters: RefCell::new(Vec::new()),
         next_id: Cell::new(1),
@@ -427,7 +433,9 @@ pub(crate) fn establish(sock: OwnedFd, config: LinkConfig, timeout: Duration) ->
 fn writer(link: Weak<LinkInner>, rx: crate::chan::Receiver<Outgoing>) {
     for m in rx.iter() {
         let Some(l) = link.upgrade() else { return };
-        if let Err(e) = write_message(&l.fd, m) {
+        let r = write_message(&l.fd, m);
+        l.pending.set(l.pending.get() - 1);
+        if let Err(e) = r {
             Link { inner: l }.close(format!("send failed: {e}"));
             return;
         }
@@ -535,15 +543,34 @@ impl Link {
         }
     }
 
-    /// Queues a message for the writer.
+    /// Sends a message: at once when it is one packet and nothing is
+    /// queued ahead of it and the socket has room, else through the
+    /// writer's queue. Never parks.
     fn queue(&self, kind: u8, e: Encoder) -> Result<(), LinkClosed> {
-        let (bytes, fds) = e.finish();
-        let out = self.inner.out.borrow();
+        let i = &*self.inner;
+        let closed = || LinkClosed(self.closed_reason().unwrap_or_else(|| "writer gone".into()));
+        if i.out.borrow().is_none() {
+            return Err(closed());
+        }
+        let m = Outgoing::new(kind, e);
+        if i.pending.get() == 0 && m.packets.len() == 1 {
+            let p = &m.packets[0];
+            match send_packet(i.fd.get_ref().as_fd(), &p.bytes, &p.fds) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    self.close(format!("send failed: {e}"));
+                    return Err(closed());
+                }
+            }
+        }
+        let out = i.out.borrow();
         match &*out {
-            Some(tx) if tx.send(Outgoing { kind, bytes, fds }).is_ok() => Ok(()),
-            _ => Err(LinkClosed(
-                self.closed_reason().unwrap_or_else(|| "writer gone".into()),
-            )),
+            Some(tx) if tx.send(m).is_ok() => {
+                i.pending.set(i.pending.get() + 1);
+                Ok(())
+            }
+            _ => Err(closed()),
         }
     }
 
