@@ -108,7 +108,17 @@ pub struct LinkConfig {
     /// Largest message accepted, in bytes (default 64 MiB).
     pub max_message: usize,
     /// Most fds one message may carry (default 1024): the link's fd
-    /// budget, counted over the fragments of a message being received.
+    /// budget, counted over the fragments of the message being received (a
+    /// link has at most one in reassembly). A message over it closes the
+    /// link, and every fd received for it is closed.
+    ///
+    /// Fds of delivered messages belong to the receiving port. A port
+    /// over an actor ([`export`](super::export)) has a bounded mailbox,
+    /// and the reader waits while it is full, which stops reading the
+    /// socket: the fds a peer can have in this node at once are then at
+    /// most (mailbox capacity + 1) x `fd_budget`, plus what the kernel
+    /// buffers. A port over an unbounded channel has no such bound; export
+    /// bounded ports to peers you do not trust.
     pub fd_budget: usize,
 }
 
