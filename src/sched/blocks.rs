@@ -6,7 +6,8 @@
 //! and frees it when the last of the runtime, the join handle and the
 //! unparkers lets go. A malloc/free pair is a fifth of an empty proc's
 //! spawn+join, so freed blocks are kept on this thread, in lists by size
-//! class (16-byte steps up to `MAX_SIZE`), and handed out again to the next
+//! class (64-byte steps up to `MAX_SIZE`, aligned to 64 like the control
+//! block, see `Proc`), and handed out again to the next
 //! spawn of the same class. Blocks are ordinary global-allocator blocks of
 //! the class's layout, so any of them may be freed with `dealloc` at any
 //! time; the lists are capped and emptied when the thread ends.
@@ -17,10 +18,11 @@
 use std::alloc::Layout;
 use std::cell::RefCell;
 
-/// Size classes are 16-byte steps; larger blocks are not cached.
-const STEP: usize = 16;
+/// Size classes are 64-byte steps, 64-byte aligned (a control block is
+/// aligned to a cache line); larger blocks are not cached.
+const STEP: usize = 64;
 /// Largest cached block.
-const MAX_SIZE: usize = 512;
+const MAX_SIZE: usize = 1024;
 /// Blocks kept per class.
 const MAX_PER_CLASS: usize = 256;
 /// Number of classes.
@@ -127,11 +129,16 @@ mod tests {
 
     #[test]
     fn big_and_overaligned_blocks_bypass_the_cache() {
-        assert_eq!(class(Layout::from_size_align(1024, 8).unwrap()), None);
-        assert_eq!(class(Layout::from_size_align(64, 64).unwrap()), None);
-        let l = Layout::from_size_align(64, 64).unwrap();
+        assert_eq!(
+            class(Layout::from_size_align(MAX_SIZE + 1, 8).unwrap()),
+            None
+        );
+        assert_eq!(class(Layout::from_size_align(128, 128).unwrap()), None);
+        // A control block's alignment is cached.
+        assert_eq!(class(Layout::from_size_align(256, 64).unwrap()), Some(3));
+        let l = Layout::from_size_align(128, 128).unwrap();
         let p = alloc(l);
-        assert_eq!(p as usize % 64, 0);
+        assert_eq!(p as usize % 128, 0);
         // SAFETY: just allocated with `l`.
         unsafe { free(p, l) };
     }
