@@ -301,7 +301,9 @@ impl StackPool {
     }
 
     /// Hands out a segment of `size` bytes (a power of two, at least
-    /// `min_segment`), from the cache when one is there.
+    /// `min_segment`), from the cache when one is there. The cache hit is
+    /// inline (every spawn takes it); a fresh block is out of line.
+    #[inline]
     pub(crate) fn alloc(&mut self, size: usize) -> Result<Segment, SpawnError> {
         assert!(
             size.is_power_of_two() && size >= self.min_segment,
@@ -309,18 +311,25 @@ impl StackPool {
             self.min_segment
         );
         let order = size.trailing_zeros() as usize;
+        if let Some(base) = self.cache.get_mut(order).and_then(Vec::pop) {
+            self.stats.cached_segments -= 1;
+            self.stats.cached_bytes -= size;
+            self.stats.cache_hits += 1;
+            return Ok(self.hand_out(base, size));
+        }
+        self.alloc_fresh(size, order)
+    }
+
+    /// `alloc` without a cached block: takes one from the heap.
+    #[cold]
+    #[inline(never)]
+    fn alloc_fresh(&mut self, size: usize, order: usize) -> Result<Segment, SpawnError> {
         if order >= HEAP_ORDERS || size > self.map_len {
             return Err(SpawnError::new(SpawnErrorKind::StackTooLarge {
                 requested: size,
             }));
         }
-        let guard = if self.guarded { self.page } else { 0 };
-        let base = if let Some(base) = self.cache[order].pop() {
-            self.stats.cached_segments -= 1;
-            self.stats.cached_bytes -= size;
-            self.stats.cache_hits += 1;
-            base
-        } else {
+        let base = {
             let layout = Layout::from_size_align(size, size).expect("power-of-two layout");
             let block = self.heap.alloc(layout).map_err(|()| {
                 SpawnError::new(SpawnErrorKind::PoolExhausted {
@@ -359,6 +368,13 @@ impl StackPool {
             }
             base
         };
+        Ok(self.hand_out(base, size))
+    }
+
+    /// Writes a handed-out segment's header and counts it live.
+    #[inline(always)]
+    fn hand_out(&mut self, base: usize, size: usize) -> Segment {
+        let guard = if self.guarded { self.page } else { 0 };
         let seg = Segment { base, size, guard };
         // SAFETY: the header lies in the top of the block, which is
         // read-write and owned by the segment we are handing out.
@@ -375,7 +391,7 @@ impl StackPool {
         self.stats.live_segments += 1;
         self.stats.live_bytes += size;
         self.stats.peak_live_segments = self.stats.peak_live_segments.max(self.stats.live_segments);
-        Ok(seg)
+        seg
     }
 
     /// Takes back a segment handed out by [`alloc`](Self::alloc).
