@@ -244,6 +244,10 @@ impl<F: FnOnce() -> T, T: 'static> VTableOf<F, T> {
 /// Makes the allocation for a proc running `F`, with the id made of `seq`
 /// and its slot in the runtime's live table, where it enters it. Returns it
 /// with two counts: the runtime's and the join handle's.
+// Inline into its one caller, spawn: a `Segment` or `Chain` passed or
+// returned through memory is read back wider than it was written, and the
+// store-forwarding stall showed at the top of skynet's profile.
+#[inline(always)]
 pub(crate) fn new_proc<F: FnOnce() -> T, T: 'static>(
     seq: u64,
     name: Option<Rc<str>>,

@@ -117,7 +117,10 @@ pub struct StackUsage {
 }
 
 impl Chain {
-    /// A chain of one segment from `pool`, limited to `max` bytes.
+    /// A chain of one segment from `pool`, limited to `max` bytes. Inline:
+    /// every spawn makes one, and a `Chain` returned through memory is
+    /// read back wider than it was written (a store-forwarding stall).
+    #[inline(always)]
     pub(crate) fn new(first: Segment, max: usize, pool: *mut StackPool) -> Chain {
         Chain {
             first,

@@ -303,7 +303,7 @@ impl StackPool {
     /// Hands out a segment of `size` bytes (a power of two, at least
     /// `min_segment`), from the cache when one is there. The cache hit is
     /// inline (every spawn takes it); a fresh block is out of line.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn alloc(&mut self, size: usize) -> Result<Segment, SpawnError> {
         assert!(
             size.is_power_of_two() && size >= self.min_segment,
