@@ -51,6 +51,7 @@ pub mod chan;
 mod error;
 mod sched;
 pub mod stack;
+pub mod toc;
 
 pub use chan::{monitor, trap_exits};
 pub use error::{BuildError, JoinError, SpawnError, SpawnErrorKind};

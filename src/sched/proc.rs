@@ -128,6 +128,8 @@ pub(crate) struct Proc {
     /// (see `monitor.rs`). Every end of a proc takes it, so the control
     /// block's drop need not look at it.
     pub(crate) watch: ManuallyDrop<Cell<Option<Box<Watch>>>>,
+    /// The unit image it is running in (0: host code); see `toc::current`.
+    pub(crate) unit: Cell<usize>,
 }
 
 /// Operations that depend on the closure and result types.
@@ -281,6 +283,7 @@ pub(crate) fn new_proc<F: FnOnce() -> T, T: 'static>(
             closure: Cell::new(closure),
             slot: Cell::new(slot),
             watch: ManuallyDrop::new(Cell::new(None)),
+            unit: Cell::new(0),
         },
         result: UnsafeCell::new(None),
     };
