@@ -25,3 +25,10 @@ pub extern "C" fn pause(host: extern "C" fn()) -> u64 {
     // Still this image's code, whatever was reloaded meanwhile.
     before * 1000 + VERSION
 }
+
+/// `add` under an exported symbol name, for the benchmark's `dlsym`-per-call
+/// case (unit exports are otherwise reached only through the unit table).
+#[no_mangle]
+pub extern "C" fn procrt_fixture_counter_add(a: u64, b: u64) -> u64 {
+    a.wrapping_add(b)
+}

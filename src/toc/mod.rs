@@ -88,6 +88,19 @@
 //! procs use the unit: the state copy and the purge check assume no other
 //! thread is inside the unit meanwhile.
 //!
+//! # Limitations
+//!
+//! - Unit functions are `extern "C"`: a panic cannot cross them. A host
+//!   callback that a unit calls must not panic, and a proc suspended
+//!   inside unit code (through such a callback) must not be cancelled by a
+//!   runtime drop or an exit signal: unwinding into the unit's frames ends
+//!   the process.
+//! - Signature hashes cover the type *names* of the parameters and return
+//!   value; a struct passed by pointer that changed under the same name is
+//!   not detected (state layouts are, by [`abi::state!`]).
+//! - Calls from one unit into another do not update [`current()`], and raw
+//!   calls ([`Import::get`]) are not tracked (see "Two versions").
+//!
 //! # Example
 //!
 //! ```no_run
