@@ -31,7 +31,8 @@
 //! `app`'s three slots and one host slot into it. It prints the median
 //! whole reload (copy the file, `dlopen`, checks, state copy, relink), the
 //! median relink step alone, and the median first call through `app`
-//! afterwards (with `Reset`, that call goes through the resolver).
+//! afterwards (with `Reset`, that call goes through the resolver); then the
+//! relink step per slot with 1,000 more host slots into `counter`.
 
 #[path = "../tests/util/units.rs"]
 mod units;
@@ -163,6 +164,23 @@ fn reload_measurement() {
             median(first).as_secs_f64() * 1e9,
         );
     }
+    // The relink step per slot, with enough slots to see past the fixed
+    // cost: 1,000 host imports of counter::add (host slots are always
+    // re-pointed eagerly).
+    let many: Vec<_> = (0..1000)
+        .map(|_| import!("counter", fn add(u64, u64) -> u64).unwrap())
+        .collect();
+    let mut relink = vec![];
+    for i in 0..20 {
+        let r = counter.reload(&versions[i % 2]).expect("reload");
+        relink.push(r.relink_time.as_secs_f64() * 1e9 / r.repointed as f64);
+    }
+    relink.sort_by(f64::total_cmp);
+    println!(
+        "  Eager with {} host slots into counter: relink step {:.1} ns per slot",
+        many.len(),
+        relink[relink.len() / 2]
+    );
 }
 
 fn config() -> Criterion {

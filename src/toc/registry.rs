@@ -579,6 +579,7 @@ impl Registry {
             .take_while(|(k, _)| k.0 == u)
             .map(|(k, _)| k.clone())
             .collect();
+        let info = self.current(u).info;
         let (mut repointed, mut reset) = (0, 0);
         for key in keys {
             let slots: Vec<usize> = self.by_pointee[&key].iter().copied().collect();
@@ -597,7 +598,20 @@ impl Registry {
                         reset += 1;
                     }
                     _ => {
-                        self.link(s, u, addr);
+                        // The entry stays where it is (same pointee key,
+                        // same holder): re-pointing is the store alone.
+                        // SAFETY: `s` is a registered, hence live, slot.
+                        unsafe { (*(s as *const Slot)).set(addr) };
+                        if let Some(cell) = self.slots[&s].image_cell {
+                            // SAFETY: host slots' image cells live beside
+                            // the slot.
+                            unsafe {
+                                (*cell).store(
+                                    info as *const ImageInfo as *mut ImageInfo,
+                                    Ordering::Release,
+                                )
+                            };
+                        }
                         repointed += 1;
                     }
                 }
