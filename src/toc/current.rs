@@ -58,20 +58,20 @@ thread_local! {
     };
 }
 
-/// Records the `unit` word of the context about to run (null: not a proc).
-/// Called by `Rt::set_current` at every switch.
+/// Records the `unit` word of the context about to run (`None`: not a
+/// proc). Called by `Rt::set_current` at every switch; the word must stay
+/// alive while that context runs (a proc's control block does).
 #[inline(always)]
-pub(crate) fn set_running_unit(word: *const Cell<usize>) {
-    RUNNING.with(|r| {
-        r.word.set(word);
-        let image = if word.is_null() {
-            ptr::null()
-        } else {
-            // SAFETY: a non-null `word` is the `unit` field of the proc the
-            // scheduler is about to run, alive while it runs.
-            unsafe { (*word).get() as *const ImageInfo }
-        };
-        r.image.set(image);
+pub(crate) fn set_running_unit(word: Option<&Cell<usize>>) {
+    RUNNING.with(|r| match word {
+        Some(w) => {
+            r.word.set(w);
+            r.image.set(w.get() as *const ImageInfo);
+        }
+        None => {
+            r.word.set(ptr::null());
+            r.image.set(ptr::null());
+        }
     });
 }
 
