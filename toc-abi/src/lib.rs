@@ -323,6 +323,9 @@ pub const fn __assert_state_field<T: StateField>() {}
 /// `old` (`old_size` bytes, laid out as the old version's type with hash
 /// `old_hash`) and fills its own. 0 means success; any other value makes
 /// the loader refuse the reload and keep the old image current.
+///
+/// It runs before the new image is linked: it must not call the unit's
+/// imports (the process would end with a message saying so).
 pub type MigrateFn = extern "C" fn(old: *const u8, old_hash: u64, old_size: usize) -> i32;
 
 /// `on_reload(provider, generation)`: called in a dependent after a unit it
