@@ -391,3 +391,37 @@ fn a_lazy_import_without_its_provider_ends_the_process_with_a_clear_message() {
         );
     }
 }
+
+#[test]
+fn reloading_a_dependent_prelinks_its_new_slots_by_pointer() {
+    isolated(
+        "reloading_a_dependent_prelinks_its_new_slots_by_pointer",
+        || {
+            let counter = Unit::load(unit("unit-counter-v1")).unwrap();
+            let app = Unit::load(unit("unit-app")).unwrap();
+            let twice = import!("app", fn bump_twice(u64) -> u64).unwrap();
+            let version = import!("app", fn provider_version() -> u64).unwrap();
+            assert_eq!(split(twice.call(|f| f(1))), (1, 2));
+            assert_eq!(version.call(|f| f()), 1);
+            assert_eq!(app.toc().slots(), (2, 3));
+            // A fresh image of app: its slots take the old image's targets.
+            let r = app.reload(unit("unit-app")).unwrap();
+            assert_eq!((r.generation, r.prelinked), (2, 2), "{r:?}");
+            assert_eq!(r.state, StateTransfer::Fresh);
+            assert_eq!(r.repointed, 2, "the host's two imports from app: {r:?}");
+            assert_eq!(
+                app.toc().slots(),
+                (2, 3),
+                "resolved without a resolver call"
+            );
+            assert_eq!(twice.image().generation(), 2);
+            assert_eq!(split(twice.call(|f| f(1))), (1, 4));
+            // Reloading the provider re-points the old and the new app image's
+            // slots (both are live) into counter.
+            let r = counter.reload(unit("unit-counter-v2")).unwrap();
+            assert_eq!(r.repointed, 4, "{r:?}");
+            assert_eq!(version.call(|f| f()), 2);
+            assert_eq!(split(twice.call(|f| f(1))), (2, 6));
+        },
+    );
+}
