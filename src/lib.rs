@@ -56,6 +56,7 @@ pub mod net;
 pub mod node;
 mod sched;
 pub mod stack;
+pub mod toc;
 
 pub use chan::{monitor, trap_exits};
 pub use error::{BuildError, JoinError, SpawnError, SpawnErrorKind};

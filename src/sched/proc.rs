@@ -115,6 +115,10 @@ pub(crate) struct Proc {
     pub(crate) rt: *const Rt,
     /// The proc's id.
     pub(crate) id: ProcId,
+    /// The unit image it is running in (0: host code); see `toc::current`.
+    /// Read at every switch: first in the second line, which the first
+    /// line's miss usually brings in with it (adjacent-line prefetch).
+    pub(crate) unit: Cell<usize>,
     /// Type-specific operations on the allocation.
     vtable: &'static ProcVTable,
     /// The proc's name, if it was given one.
@@ -296,6 +300,7 @@ pub(crate) fn new_proc<F: FnOnce() -> T, T: 'static>(
             closure: Cell::new(closure),
             slot: Cell::new(slot),
             watch: ManuallyDrop::new(Cell::new(None)),
+            unit: Cell::new(0),
         },
         result: UnsafeCell::new(None),
     };

@@ -422,6 +422,7 @@ impl Rt {
     fn set_current(&self, p: Option<ProcRef>) {
         self.current.set(p);
         stack::set_running_chain(p.map_or(std::ptr::null(), |p| &p.get().chain as *const Chain));
+        crate::toc::set_running_unit(p.map(|p| &p.get().unit));
     }
 
     /// The pool, for the duration of `f` (which must not switch).
