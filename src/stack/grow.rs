@@ -140,7 +140,7 @@ impl Chain {
     /// The pool, for a few instructions that neither switch nor run user
     /// code.
     #[allow(clippy::mut_from_ref)]
-    fn pool(&self) -> &mut StackPool {
+    pub(super) fn pool(&self) -> &mut StackPool {
         // SAFETY: the pool outlives every live chain, is only touched from
         // this thread, and no other borrow of it is live while a chain
         // operation runs (they neither switch nor call out).
@@ -150,7 +150,7 @@ impl Chain {
     /// Takes the spare if it has `bytes` usable above its limit and fits
     /// under `max`.
     #[inline(always)]
-    fn take_spare(&self, bytes: usize) -> Option<Segment> {
+    pub(super) fn take_spare(&self, bytes: usize) -> Option<Segment> {
         let size = self.spare_size.get();
         if size != 0 && size - self.overhead >= bytes && self.reserved.get() + size <= self.max {
             self.spare_size.set(0);
@@ -171,7 +171,7 @@ impl Chain {
     /// When the pool has no segment at all.
     #[cold]
     #[inline(never)]
-    fn fresh_segment(&self, bytes: usize) -> (Segment, Option<String>) {
+    pub(super) fn fresh_segment(&self, bytes: usize) -> (Segment, Option<String>) {
         let pool = self.pool();
         if self.spare_size.get() != 0 {
             let spare = self
@@ -205,7 +205,7 @@ impl Chain {
 
     /// Links `seg` on top of the chain, the current segment left at `sp`.
     #[inline(always)]
-    fn push(&self, seg: Segment, sp: usize) {
+    pub(super) fn push(&self, seg: Segment, sp: usize) {
         seg.set_prev(Some((self.current.get(), sp)));
         self.current.set(seg);
         self.depth.set(self.depth.get() + 1);
@@ -214,7 +214,7 @@ impl Chain {
 
     /// Unlinks the current segment, keeping it as the spare.
     #[inline(always)]
-    fn pop(&self) {
+    pub(super) fn pop(&self) {
         let seg = self.current.get();
         let Some((prev, _)) = seg.prev() else {
             crate::fatal(format_args!("stack chain: unlink of the first segment"))
@@ -288,7 +288,7 @@ impl Chain {
 
 /// The running proc's chain, or `None` on a thread's own stack.
 #[inline(always)]
-fn running_chain() -> Option<&'static Chain> {
+pub(super) fn running_chain() -> Option<&'static Chain> {
     let c = RUNNING.with(|r| r.get());
     // SAFETY: the scheduler sets RUNNING to the chain of the proc it
     // switches to (null otherwise); the chain lives in the proc's control
@@ -372,6 +372,26 @@ fn grow_slow<R, F: FnOnce() -> R>(bytes: usize, f: F) -> R {
         Some(s) => (s, None),
         None => chain.fresh_segment(bytes),
     };
+    let out = run_linked(chain, seg, refused, f);
+    // Still the same proc: a proc's grow returns on the proc that called it.
+    chain.pop();
+    match out {
+        Ok(v) => v,
+        Err(payload) => resume_unwind(payload),
+    }
+}
+
+/// Links `seg` to `chain`, runs `f` on it with the slot set to its limit
+/// (or raises `refused` there instead), and puts the slot back. The caller
+/// unlinks `seg` afterwards ([`Chain::pop`]) and
+/// resumes a caught panic.
+#[inline(always)]
+pub(super) fn run_linked<R, F: FnOnce() -> R>(
+    chain: &Chain,
+    seg: Segment,
+    refused: Option<String>,
+    f: F,
+) -> std::thread::Result<R> {
     chain.push(seg, arch::stack_pointer());
     let mut crossing = Crossing::<F, R> {
         f: std::mem::ManuallyDrop::new(f),
@@ -393,13 +413,8 @@ fn grow_slow<R, F: FnOnce() -> R>(bytes: usize, f: F) -> R {
         );
         arch::set_stack_limit(old_limit);
     }
-    // Still the same proc: a proc's grow returns on the proc that called it.
-    chain.pop();
     // SAFETY: on_segment always writes the outcome before returning.
-    match unsafe { crossing.out.assume_init() } {
-        Ok(v) => v,
-        Err(payload) => resume_unwind(payload),
-    }
+    unsafe { crossing.out.assume_init() }
 }
 
 /// The running proc's stack use, or `None` outside procs.

@@ -45,6 +45,12 @@
 //! gives no map of the pointers into a stack.
 
 mod grow;
+#[cfg(all(
+    target_os = "linux",
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "x86")
+))]
+mod morestack;
 mod overflow;
 mod pool;
 
@@ -74,9 +80,31 @@ pub const MIN_SEGMENT_UNGUARDED: usize = if cfg!(debug_assertions) {
 /// pages cost memory, so an idle proc costs about one page of it.
 pub const DEFAULT_SEGMENT: usize = 64 * 1024;
 /// Bytes between a segment's lowest usable address and the limit stored in
-/// the TCB slot: the slack split-stack prologues assume for small frames
-/// that skip the check (gcc and LLVM assume 256 bytes).
-pub const LIMIT_MARGIN: usize = 256;
+/// the TCB slot: the ABI's offset of the slot above the real bottom.
+///
+/// `LIMIT_MARGIN = 256 + 16 + MORESTACK_ROOM`: split-stack prologues let a
+/// frame under 256 bytes skip the check (gcc and LLVM), two return
+/// addresses go below it before `__morestack` runs, and `__morestack`
+/// then runs on that old segment (its frame, and the Rust code that links
+/// the next segment: `src/stack/morestack.rs`). libgcc keeps the same room
+/// (its `BACKOFF`: 1536 bytes on x86_64, 1024 on i386); debug builds of
+/// procrt have frames several times larger and keep 4 KiB.
+pub const LIMIT_MARGIN: usize = SPLIT_SLACK + MORESTACK_ROOM;
+
+/// The slack split-stack prologues assume below the limit (256 bytes)
+/// plus the two return addresses pushed on the way into `__morestack`.
+const SPLIT_SLACK: usize = 256 + 2 * std::mem::size_of::<usize>();
+
+/// Stack `__morestack` and the Rust code it calls may use on the old
+/// segment (measured by the `split_stack` tests, which run on guarded
+/// segments).
+const MORESTACK_ROOM: usize = if cfg!(debug_assertions) {
+    4096 - SPLIT_SLACK
+} else if cfg!(target_pointer_width = "64") {
+    1536 - SPLIT_SLACK
+} else {
+    1024 - SPLIT_SLACK
+};
 
 /// Bytes of stack left between the caller's frame and the bottom of the
 /// running proc's segment (its limit, less [`LIMIT_MARGIN`]); `None` where no
