@@ -246,6 +246,42 @@ fn split_code_calling_unchecked_code_gets_room_for_it() {
 }
 
 #[test]
+fn foreign_runs_unchecked_code_on_a_large_cached_segment() {
+    let rt = small_runtime();
+    let before = rt.pool_stats();
+    rt.block_on(|| {
+        Builder::new()
+            .stack_size(MIN)
+            .spawn(|| {
+                for _ in 0..3 {
+                    let u = stack::foreign(|| {
+                        let buf = std::hint::black_box([3u8; 32 * 1024]);
+                        assert!(buf.iter().all(|&b| b == 3));
+                        // Split code inside foreign still grows past it.
+                        check_all(400, 8);
+                        stack::usage().unwrap()
+                    });
+                    assert_eq!(u.segments, 2);
+                    assert!(u.reserved_bytes >= stack::FOREIGN_STACK);
+                    assert_eq!(stack::usage().unwrap().segments, 1);
+                }
+                let p = std::panic::catch_unwind(|| stack::foreign(|| panic!("in foreign")));
+                assert!(p.is_err());
+                assert_eq!(stack::usage().unwrap().segments, 1);
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    });
+    let after = rt.pool_stats();
+    assert_eq!(after.live_segments, before.live_segments);
+    assert!(
+        after.cache_hits > before.cache_hits,
+        "foreign segment not cached: {after:?}"
+    );
+}
+
+#[test]
 fn split_code_past_max_stack_ends_the_process_with_a_message() {
     if util::child_role().as_deref() == Some("over") {
         let rt = small_runtime();

@@ -229,6 +229,52 @@ impl Chain {
         self.spare_size.set(seg.size());
     }
 
+    /// Unlinks the current segment and gives it back to the pool, leaving
+    /// the spare as it is (for segments taken with [`Chain::take_exact`]).
+    pub(super) fn pop_to_pool(&self) {
+        let seg = self.current.get();
+        let Some((prev, _)) = seg.prev() else {
+            crate::fatal(format_args!("stack chain: unlink of the first segment"))
+        };
+        self.current.set(prev);
+        self.depth.set(self.depth.get() - 1);
+        self.reserved.set(self.reserved.get() - seg.size());
+        // SAFETY: the segment was unlinked above; nothing runs on it now
+        // (the caller returned from it).
+        unsafe { self.pool().free(seg) };
+    }
+
+    /// Gets a segment of exactly `size` bytes (a power of two) from the
+    /// pool, bypassing the spare and the doubling rule; over the chain's
+    /// limit, an overdraft segment and the panic message, as in
+    /// [`fresh_segment`](Self::fresh_segment).
+    ///
+    /// # Panics
+    ///
+    /// When the pool has no segment at all.
+    #[cold]
+    pub(super) fn take_exact(&self, size: usize) -> (Segment, Option<String>) {
+        let pool = self.pool();
+        let (size, refused) = if self.reserved.get().saturating_add(size) > self.max {
+            let msg = format!(
+                "procrt: stack limit of {} bytes exceeded (the proc holds {} bytes in {} \
+                 segments and asked for a foreign segment of {} bytes); raise it with \
+                 Builder::max_stack",
+                self.max,
+                self.reserved.get(),
+                self.depth.get(),
+                size
+            );
+            (pool.segment_size_for(OVERDRAFT), Some(msg))
+        } else {
+            (size, None)
+        };
+        let seg = pool
+            .alloc(size)
+            .unwrap_or_else(|e| panic!("procrt: cannot get a foreign segment: {e}"));
+        (seg, refused)
+    }
+
     /// Gives the spare back to the pool (the newer one replaces it).
     #[cold]
     fn free_spare(&self) {
@@ -383,7 +429,7 @@ fn grow_slow<R, F: FnOnce() -> R>(bytes: usize, f: F) -> R {
 
 /// Links `seg` to `chain`, runs `f` on it with the slot set to its limit
 /// (or raises `refused` there instead), and puts the slot back. The caller
-/// unlinks `seg` afterwards ([`Chain::pop`]) and
+/// unlinks `seg` afterwards ([`Chain::pop`] or [`Chain::pop_to_pool`]) and
 /// resumes a caught panic.
 #[inline(always)]
 pub(super) fn run_linked<R, F: FnOnce() -> R>(

@@ -44,6 +44,7 @@
 //! spawn and a mapping per stack; copying stacks to grow them (Go): Rust
 //! gives no map of the pointers into a stack.
 
+mod foreign;
 mod grow;
 #[cfg(all(
     target_os = "linux",
@@ -54,6 +55,7 @@ mod morestack;
 mod overflow;
 mod pool;
 
+pub use foreign::{foreign, foreign_with, FOREIGN_STACK};
 pub use grow::{grow, usage, StackUsage, DEFAULT_MAX_STACK};
 pub(crate) use grow::{set_running_chain, Chain, ENTRY_STACK};
 pub(crate) use overflow::{install as install_overflow_handler, set_reporter, SignalBuf};
