@@ -310,6 +310,57 @@ fn split_code_past_max_stack_ends_the_process_with_a_message() {
     );
 }
 
+thread_local! {
+    static BACKTRACE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+extern "C-unwind" fn capture_backtrace(x: u64) -> u64 {
+    let bt = std::backtrace::Backtrace::force_capture();
+    BACKTRACE.with(|b| *b.borrow_mut() = format!("{bt}"));
+    DEEPEST.with(|d| d.set(stack::usage()));
+    x
+}
+
+#[inline(never)]
+fn split_walk_marker() -> u64 {
+    // SAFETY: C recursion of 301 levels, a callback at the bottom.
+    let r = unsafe { c::split_call_back(300, capture_backtrace, 0) };
+    std::hint::black_box(r)
+}
+
+#[test]
+fn a_backtrace_crosses_split_segments_to_proc_entry() {
+    let segments = procrt::run(|| {
+        Builder::new()
+            .stack_size(MIN)
+            .spawn(|| {
+                split_walk_marker();
+                DEEPEST.with(|d| d.get()).unwrap().segments
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    });
+    assert!(segments > 2, "the callback ran on segment {segments}");
+    let bt = BACKTRACE.with(|b| b.borrow().clone());
+    let names = util::frame_names(&bt);
+    let levels = names
+        .iter()
+        .filter(|n| n.contains("split_call_back"))
+        .count();
+    assert_eq!(levels, 301, "C frames lost across __morestack:\n{bt}");
+    // __morestack's CFI skips the ret it returns through: no frame of it
+    // appears between two levels, and the walk reaches the Rust caller.
+    let marker = names.iter().position(|n| n.contains("split_walk_marker"));
+    assert!(marker.is_some(), "the walk stopped at a split:\n{bt}");
+    assert!(
+        names
+            .last()
+            .is_some_and(|n| n.contains("procrt_proc_entry")),
+        "the walk did not end at procrt_proc_entry:\n{bt}"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 

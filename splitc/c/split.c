@@ -154,3 +154,13 @@ uintptr_t split_stack_pointer(void) {
     volatile unsigned char probe = 0;
     return (uintptr_t)&probe;
 }
+
+/* A 16 KiB frame that touches one word: from a small segment every call
+ * splits, so a loop of calls measures one __morestack crossing (the spare
+ * segment cached) against the same call where the segment has room. */
+__attribute__((noinline))
+uint64_t split_big_frame(uint64_t x) {
+    volatile uint64_t buf[2048];
+    buf[0] = x;
+    return buf[0] + 1;
+}

@@ -67,6 +67,9 @@ extern "C-unwind" {
     /// `-fsplit-stack` (x86_64; on i686 a split-stack copy of it, see
     /// `build.rs`); returns [`expected_nosplit`].
     pub fn split_calls_nosplit(n: u32, x: u64) -> u64;
+    /// Returns `x + 1` from a 16 KiB frame of which it touches one word:
+    /// a split on every call from a small segment.
+    pub fn split_big_frame(x: u64) -> u64;
     /// An address in the caller's newest frame.
     pub fn split_stack_pointer() -> usize;
 }
