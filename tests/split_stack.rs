@@ -147,6 +147,43 @@ fn a_thousand_small_procs_each_recurse_16_mib_deep() {
     assert_eq!(after.live_bytes, before.live_bytes, "{after:?}");
 }
 
+/// A callback that lets the other procs run while this one is deep in
+/// split C code.
+extern "C-unwind" fn yield_at_bottom(x: u64) -> u64 {
+    procrt::yield_now();
+    x
+}
+
+#[test]
+fn procs_switch_while_deep_in_split_code() {
+    let rt = small_runtime();
+    let before = rt.pool_stats();
+    rt.block_on(|| {
+        let handles: Vec<_> = (0..100u64)
+            .map(|i| {
+                Builder::new()
+                    .stack_size(MIN)
+                    .spawn(move || {
+                        let left = stack::remaining_stack().unwrap();
+                        let n = 100 + (i as u32 % 7) * 50;
+                        // SAFETY: C recursion; the callback at the bottom
+                        // switches to the other procs, each deep in its own
+                        // split segments, and back.
+                        let r = unsafe { c::split_call_back(n, yield_at_bottom, i) };
+                        assert_eq!(r, i + n as u64 + 1);
+                        assert_eq!(stack::remaining_stack().unwrap(), left);
+                        check_all(n, i);
+                    })
+                    .unwrap()
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+    assert_eq!(rt.pool_stats().live_segments, before.live_segments);
+}
+
 #[test]
 fn a_hot_split_reuses_the_spare_segment() {
     // Leaked, so that the proc can read the pool's counters.

@@ -31,6 +31,11 @@
 //! runs the body in place (the slot is 0 on such stacks, so that is only
 //! reached when something else wrote the slot).
 //!
+//! Failures: over `max_stack` the process ends with a message (see
+//! below); when the pool itself has no segment left, the panic this code
+//! raises cannot unwind out of an `extern "C"` function, so the process
+//! aborts with that message too.
+//!
 //! Rejected: a separate pool or segment cache for split code (one chain per
 //! proc keeps `max_stack`, `usage` and the pool's accounting true for both
 //! kinds of growth); raising a panic when split code goes over `max_stack`
