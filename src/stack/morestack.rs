@@ -7,19 +7,20 @@
 //! `arch/*.s`, whose notes give the protocol) when the frame does not fit.
 //! That routine saves the caller's argument registers and calls
 //! [`procrt_morestack_acquire`] here, on the old segment, which takes a
-//! segment from the running proc's [`Chain`] exactly as [`grow`](super::grow)
-//! does (the spare when it fits, else a fresh one twice the current size,
-//! within the proc's `max_stack`), copies the caller's stack-passed
-//! arguments to its top and sets the slot to its limit. When the function
-//! body returns, [`procrt_morestack_release`] unlinks it (it becomes the
-//! spare: a hot split costs no allocation), and `__morestack` restores the
-//! slot it saved on entry.
+//! segment from the running proc's [`Chain`](super::Chain) exactly as
+//! [`grow`](super::grow) does (the spare when it fits, else a fresh one
+//! twice the current size, within the proc's `max_stack`), copies the
+//! caller's stack-passed arguments to its top and sets the slot to its
+//! limit. When the function body returns, [`procrt_morestack_release`]
+//! unlinks it (it becomes the spare: a hot split costs no allocation), and
+//! `__morestack` restores the slot it saved on entry.
 //!
 //! Stack budget: these functions run on the old segment, which the
-//! prologue found too small, while %rsp may lie up to 272 bytes below the
-//! slot. The slot therefore sits [`LIMIT_MARGIN`](super::LIMIT_MARGIN) above
-//! the segment's bottom, enough for that slack, `__morestack`'s frame and
-//! this code (the role of libgcc's `BACKOFF`).
+//! prologue found too small, while the stack pointer may lie up to 272
+//! bytes below the slot (264 on i686). The slot therefore sits
+//! [`LIMIT_MARGIN`](super::LIMIT_MARGIN) above the segment's bottom,
+//! enough for that slack, `__morestack`'s frame and this code (the role of
+//! libgcc's `BACKOFF`).
 //!
 //! Unwinding: `__morestack` has a landing pad that calls
 //! [`procrt_morestack_unwind`], which unlinks the segment and resumes the
@@ -42,7 +43,7 @@
 //! (split C code's callers do not expect to be unwound: the process ends
 //! with a message instead, as on a stack overflow).
 
-use super::grow::{running_chain, Chain};
+use super::grow::running_chain;
 use super::Segment;
 use crate::arch;
 
@@ -80,7 +81,7 @@ unsafe extern "C" fn procrt_morestack_acquire(
         None => chain.fresh_segment(bytes),
     };
     if let Some(msg) = refused {
-        over_limit(chain, seg, msg);
+        over_limit(seg, msg);
     }
     chain.push(seg, boundary);
     let sp = (seg.top() - args_size) & !15;
@@ -134,13 +135,17 @@ unsafe extern "C-unwind" fn procrt_morestack_unwind(exception: *mut u8, linked: 
 /// `max_stack` allows. The message is printed on the overdraft segment
 /// `seg` (the old one is nearly full).
 #[cold]
-fn over_limit(chain: &Chain, seg: Segment, msg: String) -> ! {
+fn over_limit(seg: Segment, msg: String) -> ! {
+    /// Prints the message and aborts.
+    ///
+    /// # Safety
+    ///
+    /// `arg` points at a live `String`.
     unsafe extern "C" fn say(arg: *mut u8) {
         // SAFETY: `arg` is the message below, alive for the call.
         let msg = unsafe { &*(arg as *const String) };
         crate::fatal(format_args!("{msg} (in code built with -fsplit-stack)"));
     }
-    let _ = chain;
     let mut msg = msg;
     // SAFETY: `seg` is a fresh segment nothing else uses, its top 16-byte
     // aligned; `say` never returns, let alone unwinds.
