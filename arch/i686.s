@@ -250,7 +250,7 @@ procrt_call_on_segment:
 #         call __morestack             # pops both words on return (ret $8)
 #         ret                          # or `ret $N` (c2 iw, 3 bytes) when F
 #                                      # pops its arguments (a struct return)
-#         (F's body: entered just after that ret)
+#         jmp  ok                      # entered just after that ret
 #
 # eax, ecx and edx may carry arguments (regparm, fastcall, gcc's static
 # chain in ecx); all three reach the body unchanged. F's result comes back

@@ -274,13 +274,15 @@ procrt_call_on_segment:
 #
 #     F:  lea  -FRAME(%rsp), %r11      # only when FRAME >= 256; small
 #         cmp  %fs:0x70, %r11          #   frames compare %rsp itself
-#         jb   1f                      # (gcc: jae ok / clang: ja ok)
+#         jb   1f                      # out of line: the slow path
 #     ok: ...F's body...
 #     1:  mov  $FRAME, %r10            # bytes F's frame needs
 #         mov  $ARGS, %r11             # bytes of F's stack-passed arguments
 #         call __morestack
 #         ret                          # <- the return address points here
-#         (F's body: entered at the address just after that one-byte ret)
+#         jmp  ok                      # entered just after that one-byte
+#                                      # ret (gcc puts a jump to the body
+#                                      # there; LLVM the body itself)
 #
 # A function whose frame is under 256 bytes compares %rsp with the slot
 # before it allocates: it relies on 256 bytes of slack below the limit.

@@ -147,6 +147,27 @@ fn a_thousand_small_procs_each_recurse_16_mib_deep() {
     assert_eq!(after.live_bytes, before.live_bytes, "{after:?}");
 }
 
+#[test]
+fn morestack_fits_below_the_slot_at_the_lowest_entry_the_abi_allows() {
+    // Guarded segments: running out of the margin hits a guard page.
+    let rt = small_runtime();
+    rt.block_on(|| {
+        Builder::new()
+            .stack_size(MIN)
+            .spawn(|| {
+                for n in 0..1_500 {
+                    // SAFETY: C recursion of small frames, then a 240-byte
+                    // frame calling one of 16 KiB.
+                    let r = unsafe { c::split_small_chain(n, 7) };
+                    assert_eq!(r, 7 + 1 + n as u64);
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    });
+}
+
 /// A callback that lets the other procs run while this one is deep in
 /// split C code.
 extern "C-unwind" fn yield_at_bottom(x: u64) -> u64 {

@@ -164,3 +164,25 @@ uint64_t split_big_frame(uint64_t x) {
     buf[0] = x;
     return buf[0] + 1;
 }
+
+/* A frame just under 256 bytes: its prologue compares the stack pointer
+ * itself with the slot, so the frame may end up to 256 bytes below it,
+ * and the call below then enters __morestack that far down: the worst
+ * case the slot's margin is sized for. */
+__attribute__((noinline))
+static uint64_t frame_240(uint64_t x) {
+    volatile uint64_t buf[28];
+    for (unsigned k = 0; k < 28; k++)
+        buf[k] = x;
+    return split_big_frame(buf[27]);
+}
+
+/* Recurses n levels of 16-byte frames (each compares the stack pointer
+ * with the slot), then calls frame_240: sweeping n puts frame_240 at every
+ * 16-byte position below and above the slot. Returns x + 1 + n. */
+__attribute__((noinline))
+uint64_t split_small_chain(uint32_t n, uint64_t x) {
+    if (n == 0)
+        return frame_240(x);
+    return split_small_chain(n - 1, x) + 1;
+}

@@ -70,6 +70,11 @@ extern "C-unwind" {
     /// Returns `x + 1` from a 16 KiB frame of which it touches one word:
     /// a split on every call from a small segment.
     pub fn split_big_frame(x: u64) -> u64;
+    /// Recurses `n` levels of 16-byte frames, then calls a function whose
+    /// 240-byte frame (no stack check beyond the stack pointer's) calls
+    /// [`split_big_frame`]: swept over `n`, it enters `__morestack` at
+    /// the lowest point the ABI allows. Returns `x + 1 + n`.
+    pub fn split_small_chain(n: u32, x: u64) -> u64;
     /// An address in the caller's newest frame.
     pub fn split_stack_pointer() -> usize;
 }
