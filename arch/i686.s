@@ -294,6 +294,7 @@ __morestack_non_split:
     subl 8(%esp), %eax
     cmpl %gs:0x30, %eax
     jb 2f
+    .cfi_remember_state
     # Enter the body: skip F's `ret` (c3) or `ret $N` (c2 iw).
     movl 4(%esp), %eax
     cmpb $0xc3, (%eax)
@@ -304,13 +305,17 @@ __morestack_non_split:
     movl %eax, 12(%esp)
     popl %eax
     .cfi_adjust_cfa_offset -4
+    # From here the word at esp is the body's address, taken for the
+    # return address (for the one instruction left).
     addl $8, %esp
-    .cfi_adjust_cfa_offset -8
+    .cfi_def_cfa_offset 4
     ret
-    .cfi_adjust_cfa_offset 4
+    .cfi_restore_state
 2:
     popl %eax
-    .cfi_adjust_cfa_offset -4
+    # Absolute, not adjusted: the assembler's running offset does not
+    # follow .cfi_restore_state.
+    .cfi_def_cfa_offset 4
     jmp __morestack
     .cfi_endproc
     .size __morestack_non_split, .-__morestack_non_split
