@@ -231,3 +231,264 @@ procrt_call_on_segment:
     ret
     .cfi_endproc
     .size procrt_call_on_segment, .-procrt_call_on_segment
+
+# ===========================================================================
+# Split-stack support: __morestack, __morestack_non_split
+# ===========================================================================
+#
+# Read the same section of arch/x86_64.s first; this one notes only where
+# i386 differs.
+#
+# What a compiler's prologue expects
+# ----------------------------------
+#     F:  lea  -FRAME(%esp), %ecx      # only when FRAME >= 256
+#         cmp  %gs:0x30, %ecx          # small frames compare %esp itself
+#         jb   1f
+#     ok: ...F's body...
+#     1:  push $ARGS                   # bytes of F's stack arguments
+#         push $FRAME                  # bytes F's frame needs
+#         call __morestack             # pops both words on return (ret $8)
+#         ret                          # or `ret $N` (c2 iw, 3 bytes) when F
+#                                      # pops its arguments (a struct return)
+#         jmp  ok                      # entered just after that ret
+#
+# eax, ecx and edx may carry arguments (regparm, fastcall, gcc's static
+# chain in ecx); all three reach the body unchanged. F's result comes back
+# in eax, edx (integers), st0 (float, double, long double: never touched)
+# or xmm0 (vectors); eax, edx and xmm0 are kept across the release.
+#
+# What procrt provides, and what it does not: as on x86_64, with the slot
+# at %gs:0x30.
+#
+# Not supported beyond the x86_64 list: unwinding through a split frame of
+# a function that pops its own arguments (`ret $N`) reports a caller's esp
+# N bytes too low; a caller whose CFA is esp-based then unwinds wrongly.
+#
+# extern "C" fn procrt_morestack_acquire(frame: usize, args: *const u8,
+#     args_size: usize, boundary: usize) -> usize   (src/stack/morestack.rs)
+# extern "C" fn procrt_morestack_release()
+# extern "C-unwind" fn procrt_morestack_unwind(exception: *mut u8, linked: usize) -> !
+    .hidden procrt_morestack_acquire
+    .hidden procrt_morestack_release
+    .hidden procrt_morestack_unwind
+
+# extern "C" fn __morestack_non_split()  -- not callable from Rust.
+#
+# On entry: as __morestack below. Adds 16 KiB to the requested frame; when
+# the current segment has that much above the slot, enters F's body in
+# place: the body's address replaces the argument-size word, and after
+# dropping our return address and the frame-size word, `ret` jumps there
+# with esp at F's entry value.
+    .globl __morestack_non_split
+    .hidden __morestack_non_split
+    .type __morestack_non_split,@function
+    .p2align 4
+__morestack_non_split:
+    .cfi_startproc
+    addl $0x4000, 4(%esp)
+    pushl %eax
+    .cfi_adjust_cfa_offset 4
+    # 0(%esp) eax, 4 our return address, 8 frame, 12 args, 16 F's return
+    # address: F's entry esp is esp + 16.
+    leal 16(%esp), %eax
+    subl 8(%esp), %eax
+    cmpl %gs:0x30, %eax
+    jb 2f
+    .cfi_remember_state
+    # Enter the body: skip F's `ret` (c3) or `ret $N` (c2 iw).
+    movl 4(%esp), %eax
+    cmpb $0xc3, (%eax)
+    je 1f
+    addl $2, %eax
+1:
+    incl %eax
+    movl %eax, 12(%esp)
+    popl %eax
+    .cfi_adjust_cfa_offset -4
+    # From here the word at esp is the body's address, taken for the
+    # return address (for the one instruction left).
+    addl $8, %esp
+    .cfi_def_cfa_offset 4
+    ret
+    .cfi_restore_state
+2:
+    popl %eax
+    # Absolute, not adjusted: the assembler's running offset does not
+    # follow .cfi_restore_state.
+    .cfi_def_cfa_offset 4
+    jmp __morestack
+    .cfi_endproc
+    .size __morestack_non_split, .-__morestack_non_split
+
+# extern "C" fn __morestack()  -- not callable from Rust.
+#
+# On entry: 0(%esp) our return address (F's `ret`), 4(%esp) F's frame
+# size, 8(%esp) bytes of F's stack arguments, 12(%esp) F's return
+# address, 16(%esp) F's stack arguments; eax, ecx, edx may hold arguments.
+#
+# Our frame, on the old segment (ebp is 12 mod 16):
+#
+#     ebp+20  F's stack arguments        ebp+16  F's return address
+#     ebp+12  bytes of stack arguments   ebp+8   F's frame size
+#     ebp+4   our return address         ebp+0   saved ebp
+#     ebp-4   the slot's value on entry
+#     ebp-8   new stack pointer from procrt_morestack_acquire (0: in place)
+#     ebp-12  eax    ebp-16 ecx    ebp-20 edx
+#     ebp-24  address of F's body
+#     ebp-40  xmm0   ebp-56 xmm1   ebp-72 xmm2   ebp-76 (padding) <- esp
+#
+# CFI: CFA = ebp + 8; the return address column (8, eip) is at CFA + 8
+# (F's return address) and the caller's esp is CFA + 12
+# (`DW_CFA_val_offset_sf esp, -3`: -3 times the data alignment, -4), so
+# the unwinder steps from F's body to F's caller, as on x86_64.
+    .globl __morestack
+    .hidden __morestack
+    .type __morestack,@function
+    .p2align 4
+__morestack:
+    .cfi_startproc
+    .cfi_personality 0x9b, procrt_gcc_personality_ref
+    .cfi_lsda 0x1b, .Lmorestack_lsda
+    pushl %ebp
+    .cfi_def_cfa_offset 8
+    .cfi_offset %ebp, -8
+    movl %esp, %ebp
+    .cfi_def_cfa_register %ebp
+    .cfi_offset 8, 8
+    # 0x15: DW_CFA_val_offset_sf, register 4 (esp), factored offset -3
+    # (sleb128 0x7d): esp of the caller = CFA + 12.
+    .cfi_escape 0x15, 0x04, 0x7d
+    subl $76, %esp
+
+    movl %eax, -12(%ebp)
+    movl %ecx, -16(%ebp)
+    movl %edx, -20(%ebp)
+    movl %gs:0x30, %eax
+    movl %eax, -4(%ebp)
+    movups %xmm0, -40(%ebp)
+    movups %xmm1, -56(%ebp)
+    movups %xmm2, -72(%ebp)
+
+    # The body: one byte past our return address (c3), or three (c2 iw).
+    movl 4(%ebp), %eax
+    cmpb $0xc3, (%eax)
+    je 1f
+    addl $2, %eax
+1:
+    incl %eax
+    movl %eax, -24(%ebp)
+
+    # new_sp = procrt_morestack_acquire(frame, &F's stack arguments,
+    #                                   their size, boundary)
+    # esp is 16-aligned at the call (ebp - 76 - 16).
+    pushl %ebp
+    pushl 12(%ebp)
+    leal 20(%ebp), %eax
+    pushl %eax
+    pushl 8(%ebp)
+    call procrt_morestack_acquire
+    addl $16, %esp
+    movl %eax, -8(%ebp)
+    testl %eax, %eax
+    jz 3f
+    movl %eax, %esp
+
+    # Enter F's body with its argument registers restored.
+2:
+    movl -12(%ebp), %eax
+    movl -16(%ebp), %ecx
+    movl -20(%ebp), %edx
+    movups -40(%ebp), %xmm0
+    movups -56(%ebp), %xmm1
+    movups -72(%ebp), %xmm2
+.Lmorestack_call_body:
+    call *-24(%ebp)
+.Lmorestack_body_returned:
+
+    # The result is in eax, edx, xmm0 (and st0, untouched). The body may
+    # have popped its arguments (ret $N): realign before calling Rust.
+    cmpl $0, -8(%ebp)
+    je 4f
+    andl $-16, %esp
+    subl $32, %esp
+    movl %eax, 0(%esp)
+    movl %edx, 4(%esp)
+    movups %xmm0, 16(%esp)
+    call procrt_morestack_release
+    movl 0(%esp), %eax
+    movl 4(%esp), %edx
+    movups 16(%esp), %xmm0
+4:
+    movl -4(%ebp), %ecx
+    movl %ecx, %gs:0x30
+    movl %ebp, %esp
+    .cfi_remember_state
+    popl %ebp
+    .cfi_restore %ebp
+    .cfi_def_cfa %esp, 4
+    .cfi_restore 8
+    .cfi_restore %esp
+    # Drop the frame-size and argument-size words as we return to F's
+    # `ret`, which returns to F's caller.
+    ret $8
+
+    # In place (no running chain): copy F's stack arguments (a multiple
+    # of 4 bytes) below our frame, 16-aligned, and run the body with the
+    # slot at 0.
+    .cfi_restore_state
+3:
+    movl 12(%ebp), %ecx
+    movl %esp, %edx
+    subl %ecx, %edx
+    andl $-16, %edx
+    movl %edx, %esp
+5:
+    subl $4, %ecx
+    jb 6f
+    movl 20(%ebp,%ecx), %eax
+    movl %eax, (%edx,%ecx)
+    jmp 5b
+6:
+    movl $0, %gs:0x30
+    jmp 2b
+
+    # Landing pad: eax = the exception object, ebp = our frame. Put the
+    # slot back, then unlink the segment and resume unwinding from Rust.
+.Lmorestack_landing_pad:
+    movl -4(%ebp), %ecx
+    movl %ecx, %gs:0x30
+    andl $-16, %esp
+    subl $8, %esp
+    pushl -8(%ebp)
+    pushl %eax
+    call procrt_morestack_unwind
+    ud2
+    .cfi_endproc
+    .size __morestack, .-__morestack
+
+# The LSDA read by __gcc_personality_v0: one cleanup covering the call of
+# F's body (see arch/x86_64.s).
+    .section .gcc_except_table,"a",@progbits
+    .p2align 2
+.Lmorestack_lsda:
+    .byte 0xff                      # @LPStart encoding: omitted (function start)
+    .byte 0xff                      # @TType encoding: omitted (no types)
+    .byte 0x01                      # call-site encoding: DW_EH_PE_uleb128
+    .uleb128 .Lmorestack_cs_end - .Lmorestack_cs_begin
+.Lmorestack_cs_begin:
+    .uleb128 .Lmorestack_call_body - __morestack                # start
+    .uleb128 .Lmorestack_body_returned - .Lmorestack_call_body  # length
+    .uleb128 .Lmorestack_landing_pad - __morestack              # landing pad
+    .uleb128 0                                                  # action: cleanup
+.Lmorestack_cs_end:
+
+# The word through which the personality is reached (encoding 0x9b),
+# filled by the dynamic linker with __gcc_personality_v0's address.
+    .section .data.rel.ro.procrt_gcc_personality_ref,"aw",@progbits
+    .p2align 2
+    .hidden procrt_gcc_personality_ref
+    .type procrt_gcc_personality_ref,@object
+    .size procrt_gcc_personality_ref, 4
+procrt_gcc_personality_ref:
+    .long __gcc_personality_v0
+    .text

@@ -262,3 +262,326 @@ procrt_call_on_segment:
     ret
     .cfi_endproc
     .size procrt_call_on_segment, .-procrt_call_on_segment
+
+# ===========================================================================
+# Split-stack support: __morestack, __morestack_non_split
+# ===========================================================================
+#
+# What a compiler's prologue expects
+# ----------------------------------
+# gcc and clang with -fsplit-stack begin every function F with a check of
+# the stack pointer against the limit in the TCB slot %fs:0x70:
+#
+#     F:  lea  -FRAME(%rsp), %r11      # only when FRAME >= 256; small
+#         cmp  %fs:0x70, %r11          #   frames compare %rsp itself
+#         jb   1f                      # out of line: the slow path
+#     ok: ...F's body...
+#     1:  mov  $FRAME, %r10            # bytes F's frame needs
+#         mov  $ARGS, %r11             # bytes of F's stack-passed arguments
+#         call __morestack
+#         ret                          # <- the return address points here
+#         jmp  ok                      # entered just after that one-byte
+#                                      # ret (gcc puts a jump to the body
+#                                      # there; LLVM the body itself)
+#
+# A function whose frame is under 256 bytes compares %rsp with the slot
+# before it allocates: it relies on 256 bytes of slack below the limit.
+# Its own calls push return addresses below that, so on entry to
+# __morestack %rsp may sit up to 256 + 16 bytes below the slot.
+#
+# What procrt provides
+# --------------------
+# - The slot holds the running segment's limit, `bottom + LIMIT_MARGIN`
+#   (src/stack/mod.rs): 256 bytes of slack for small frames, 16 for the two
+#   return addresses, and room for __morestack's own frame and the Rust
+#   code it calls on the old segment (the role of libgcc's BACKOFF). The
+#   switch saves and restores it with each stack (procrt_switch above).
+# - __morestack: gets a segment from the running proc's chain (the spare
+#   when it fits, else the pool, doubling, within the proc's max_stack:
+#   the same `Chain` as stack::grow), copies F's stack-passed arguments to
+#   it, sets the slot to its limit, calls F's body there, and when the
+#   body returns, unlinks the segment (it becomes the chain's spare),
+#   restores the slot and returns, through F's `ret`, to F's caller.
+#   The registers that carry F's arguments (rdi, rsi, rdx, rcx, r8, r9,
+#   rax: the vector count of a varargs call or gcc's copy of the static
+#   chain, xmm0-7) reach the body unchanged; the registers that carry its
+#   result (rax, rdx, xmm0, xmm1) reach the caller unchanged. The x87
+#   stack (st0, st1: long double results) is never touched: the Rust code
+#   called on the way back is SSE-only and makes no x87 instruction.
+# - Outside any proc (no running chain: the scheduler's own stack, a
+#   thread that never ran procrt) the slot is 0, so the prologue check
+#   always passes and split code runs without splitting. Should the slot
+#   hold something else there, __morestack runs the body in place (on the
+#   current stack, arguments copied below its frame) with the slot set to
+#   0 for the duration: it never calls into a pool that does not exist.
+# - Unwinding: __morestack's CFI skips F's `ret` (the caller of
+#   __morestack's frame is F's caller), so backtraces and unwinders walk
+#   from F's body on the new segment to F's caller on the old one. A
+#   landing pad (personality __gcc_personality_v0, the C personality from
+#   libgcc_s, and the call-site table below) runs when an exception or a
+#   Rust panic unwinds through the body: it restores the slot, unlinks the
+#   segment and resumes unwinding (procrt_morestack_unwind).
+# - __morestack_non_split: gold and lld turn a split function's call of
+#   __morestack into a call of __morestack_non_split when the function
+#   calls code compiled without split-stack (and lld makes a small-frame
+#   function call it every time). It asks for 16 KiB more than the frame;
+#   when the current segment already has that much, it enters F's body in
+#   place, with no new segment.
+#
+# What is not supported
+# ---------------------
+# - A shared object that carries its own copy of libgcc's split-stack
+#   runtime (libgcc.a's morestack.o linked into it, e.g. a library linked
+#   by `gcc -fsplit-stack`): its __morestack, hidden in that object, would
+#   call libgcc's allocator (__generic_morestack) on procrt's stacks.
+#   Split code must bind to this __morestack: link it statically into the
+#   executable with procrt (libgcc.a's copy is pulled only for an
+#   undefined __morestack, and procrt's is defined first).
+# - musl: its TCB has no __private_ss slot (see src/arch/mod.rs: the
+#   fallback has no split-stack support at all).
+# - __morestack_large_model (the large code model's variant) and x32's
+#   %fs:0x40 slot.
+# - Over the proc's max_stack, __morestack cannot raise a catchable panic
+#   (split C code is not expected to be unwound through by its caller): it
+#   ends the process with a message saying so, like a stack overflow.
+#
+# extern "C" fn procrt_morestack_acquire(frame: usize, args: *const u8,
+#     args_size: usize, boundary: usize) -> usize   (src/stack/morestack.rs)
+# extern "C" fn procrt_morestack_release()
+# extern "C-unwind" fn procrt_morestack_unwind(exception: *mut u8, linked: usize) -> !
+    .hidden procrt_morestack_acquire
+    .hidden procrt_morestack_release
+    .hidden procrt_morestack_unwind
+
+# extern "C" fn __morestack_non_split()  -- not callable from Rust.
+#
+# On entry: as __morestack below.
+# If [F's entry rsp - r10 - 16 KiB] is still above the slot, returns
+# straight into F's body: `incq (%rsp)` moves the return address past F's
+# one-byte `ret`, and `ret` enters the body with rsp at F's entry value
+# (this one return is mispredicted). Otherwise falls into __morestack with
+# the 16 KiB added to the request.
+    .globl __morestack_non_split
+    .hidden __morestack_non_split
+    .type __morestack_non_split,@function
+    .p2align 4
+__morestack_non_split:
+    .cfi_startproc
+    addq $0x4000, %r10
+    pushq %rax
+    .cfi_adjust_cfa_offset 8
+    # F's entry rsp: above our return address and the saved rax.
+    leaq 16(%rsp), %rax
+    subq %r10, %rax
+    cmpq %fs:0x70, %rax
+    popq %rax
+    .cfi_adjust_cfa_offset -8
+    # popq leaves the flags of the compare.
+    jb __morestack
+    incq (%rsp)
+    ret
+    .cfi_endproc
+    .size __morestack_non_split, .-__morestack_non_split
+
+# extern "C" fn __morestack()  -- not callable from Rust.
+#
+# On entry: r10 = F's frame size, r11 = bytes of F's stack arguments,
+#           the argument registers hold F's arguments,
+#           rsp points at our return address (F's `ret`), F's own return
+#           address above it, F's stack arguments above that.
+#
+# Our frame, on the old segment (rbp is 8 mod 16):
+#
+#     rbp+24  F's stack arguments (r11 bytes)
+#     rbp+16  F's return address, into F's caller
+#     rbp+8   our return address: F's `ret` instruction
+#     rbp+0   saved rbp
+#     rbp-8   the slot's value on entry
+#     rbp-16  new stack pointer from procrt_morestack_acquire (0: in place)
+#     rbp-24  r11 (bytes of stack arguments)
+#     rbp-32  rax    rbp-40 rdi    rbp-48 rsi    rbp-56 rdx
+#     rbp-64  rcx    rbp-72 r8     rbp-80 r9     rbp-88 (padding)
+#     rbp-104 xmm0 ... rbp-216 xmm7 (16 bytes each)  <- rsp, 16-aligned
+#
+# The new segment, as the body sees it on entry:
+#
+#     new_sp + args  (segment top: the header above)
+#     new_sp         copy of F's stack arguments; new_sp is 16-aligned
+#     new_sp - 8     return address into __morestack   <- rsp
+#
+# CFI: CFA = rbp + 16 from the second instruction on, valid on either
+# segment. The return address column (16, rip) is at CFA + 0, which is F's
+# return address, and the caller's rsp is CFA + 8
+# (`DW_CFA_val_offset_sf rsp, -1`: -1 times the data alignment, -8): the
+# unwinder steps from F's body straight to F's caller, over F's `ret` that
+# the return path goes through. No `.cfi_signal_frame` here: it would make
+# the unwinder take F's caller's return address as an exact address, and
+# its landing pads are found from the address minus one. gdb accepts the
+# change of stacks because this frame is named __morestack.
+    .globl __morestack
+    .hidden __morestack
+    .type __morestack,@function
+    .p2align 4
+__morestack:
+    .cfi_startproc
+    .cfi_personality 0x9b, procrt_gcc_personality_ref
+    .cfi_lsda 0x1b, .Lmorestack_lsda
+    pushq %rbp
+    .cfi_def_cfa_offset 16
+    .cfi_offset %rbp, -16
+    movq %rsp, %rbp
+    .cfi_def_cfa_register %rbp
+    .cfi_offset 16, 0
+    # 0x15: DW_CFA_val_offset_sf, register 7 (rsp), factored offset -1
+    # (sleb128 0x7f): rsp of the caller = CFA + 8.
+    .cfi_escape 0x15, 0x07, 0x7f
+    subq $216, %rsp
+
+    # Keep what we must give back: the slot, and F's arguments.
+    movq %r11, -24(%rbp)
+    movq %fs:0x70, %r11
+    movq %r11, -8(%rbp)
+    movq %rax, -32(%rbp)
+    movq %rdi, -40(%rbp)
+    movq %rsi, -48(%rbp)
+    movq %rdx, -56(%rbp)
+    movq %rcx, -64(%rbp)
+    movq %r8, -72(%rbp)
+    movq %r9, -80(%rbp)
+    movups %xmm0, -104(%rbp)
+    movups %xmm1, -120(%rbp)
+    movups %xmm2, -136(%rbp)
+    movups %xmm3, -152(%rbp)
+    movups %xmm4, -168(%rbp)
+    movups %xmm5, -184(%rbp)
+    movups %xmm6, -200(%rbp)
+    movups %xmm7, -216(%rbp)
+
+    # new_sp = procrt_morestack_acquire(frame, &F's stack arguments,
+    #                                   their size, boundary)
+    # It links a segment to the running proc's chain, copies the arguments
+    # to its top, sets the slot to its limit; or returns 0 outside procs.
+    # rsp is 16-aligned here, as the call requires.
+    movq %r10, %rdi
+    leaq 24(%rbp), %rsi
+    movq -24(%rbp), %rdx
+    movq %rbp, %rcx
+    call procrt_morestack_acquire
+    movq %rax, -16(%rbp)
+    testq %rax, %rax
+    jz 3f
+    movq %rax, %rsp
+
+    # Enter F's body, one byte past our return address (F's `ret`), with
+    # F's arguments back in their registers.
+1:
+    movq -32(%rbp), %rax
+    movq -40(%rbp), %rdi
+    movq -48(%rbp), %rsi
+    movq -56(%rbp), %rdx
+    movq -64(%rbp), %rcx
+    movq -72(%rbp), %r8
+    movq -80(%rbp), %r9
+    movups -104(%rbp), %xmm0
+    movups -120(%rbp), %xmm1
+    movups -136(%rbp), %xmm2
+    movups -152(%rbp), %xmm3
+    movups -168(%rbp), %xmm4
+    movups -184(%rbp), %xmm5
+    movups -200(%rbp), %xmm6
+    movups -216(%rbp), %xmm7
+    movq 8(%rbp), %r11
+    incq %r11
+.Lmorestack_call_body:
+    call *%r11
+.Lmorestack_body_returned:
+
+    # F's result is in rax, rdx, xmm0, xmm1 (and st0, st1, untouched).
+    # Unlink the segment unless we ran in place; the release runs on the
+    # segment it unlinks, which stays mapped as the chain's spare.
+    cmpq $0, -16(%rbp)
+    je 2f
+    subq $48, %rsp
+    movq %rax, 0(%rsp)
+    movq %rdx, 8(%rsp)
+    movups %xmm0, 16(%rsp)
+    movups %xmm1, 32(%rsp)
+    call procrt_morestack_release
+    movq 0(%rsp), %rax
+    movq 8(%rsp), %rdx
+    movups 16(%rsp), %xmm0
+    movups 32(%rsp), %xmm1
+2:
+    # Restore the slot and return to F's `ret`, which returns to F's
+    # caller: every call so far is matched by its return.
+    movq -8(%rbp), %r11
+    movq %r11, %fs:0x70
+    movq %rbp, %rsp
+    .cfi_remember_state
+    popq %rbp
+    .cfi_restore %rbp
+    .cfi_def_cfa %rsp, 8
+    .cfi_restore 16
+    .cfi_restore %rsp
+    ret
+
+    # In place (no running chain): copy F's stack arguments below our
+    # frame, 16-aligned, and run the body with the slot at 0 (no checks).
+    .cfi_restore_state
+3:
+    movq -24(%rbp), %rcx
+    movq %rsp, %rdi
+    subq %rcx, %rdi
+    andq $-16, %rdi
+    movq %rdi, %rsp
+    leaq 24(%rbp), %rsi
+    rep movsb
+    movq $0, %fs:0x70
+    jmp 1b
+
+    # Landing pad: an exception or a panic unwinds through F's body.
+    # rax = the exception object, rbp = our frame (restored by the
+    # unwinder), rsp = new_sp. Put the slot back, then unlink the segment
+    # and resume unwinding from Rust; the Rust function runs on the
+    # segment it unlinks, still mapped (the chain's spare).
+.Lmorestack_landing_pad:
+    movq -8(%rbp), %r11
+    movq %r11, %fs:0x70
+    movq %rax, %rdi
+    movq -16(%rbp), %rsi
+    andq $-16, %rsp
+    call procrt_morestack_unwind
+    ud2
+    .cfi_endproc
+    .size __morestack, .-__morestack
+
+# The language-specific data area of __morestack, read by
+# __gcc_personality_v0: one call-site record covering the call of F's
+# body, whose landing pad is .Lmorestack_landing_pad and whose action is 0
+# (a cleanup). Any other address in __morestack has no record: the
+# personality lets the unwinder pass.
+    .section .gcc_except_table,"a",@progbits
+    .p2align 2
+.Lmorestack_lsda:
+    .byte 0xff                      # @LPStart encoding: omitted (function start)
+    .byte 0xff                      # @TType encoding: omitted (no types)
+    .byte 0x01                      # call-site encoding: DW_EH_PE_uleb128
+    .uleb128 .Lmorestack_cs_end - .Lmorestack_cs_begin
+.Lmorestack_cs_begin:
+    .uleb128 .Lmorestack_call_body - __morestack                # start
+    .uleb128 .Lmorestack_body_returned - .Lmorestack_call_body  # length
+    .uleb128 .Lmorestack_landing_pad - __morestack              # landing pad
+    .uleb128 0                                                  # action: cleanup
+.Lmorestack_cs_end:
+
+# The personality, reached indirectly (encoding 0x9b: DW_EH_PE_indirect |
+# DW_EH_PE_pcrel | DW_EH_PE_sdata4) through this word, which the dynamic
+# linker fills with the address of __gcc_personality_v0 (libgcc_s).
+    .section .data.rel.ro.procrt_gcc_personality_ref,"aw",@progbits
+    .p2align 3
+    .hidden procrt_gcc_personality_ref
+    .type procrt_gcc_personality_ref,@object
+    .size procrt_gcc_personality_ref, 8
+procrt_gcc_personality_ref:
+    .quad __gcc_personality_v0
+    .text

@@ -18,10 +18,17 @@
 //! through the scheduler's stack. The split-stack limit slot of the TCB
 //! (`%fs:0x70` / `%gs:0x30`) is saved and restored by the switch itself.
 //!
+//! The same files define `__morestack` and `__morestack_non_split`, which
+//! code built with `-fsplit-stack` calls from its prologues when a frame
+//! does not fit above the slot's limit; their header notes say what such a
+//! prologue expects, what procrt provides and what it does not. The Rust
+//! half is `src/stack/morestack.rs`.
+//!
 //! Elsewhere the same interface is built on `corosensei` (`fallback.rs`):
 //! procs are coroutines, a proc can only switch to the scheduler and the
 //! scheduler only to a proc ([`DIRECT_SWITCH`] is false), and there is no
-//! stack-limit slot.
+//! stack-limit slot, hence no `__morestack`: code built with
+//! `-fsplit-stack` does not link there.
 //!
 //! Rejected: `swapcontext` (a system call per switch to save the signal
 //! mask), and an inline `asm!` switch (the project keeps hand-written

@@ -143,7 +143,7 @@ impl Chain {
     /// The pool, for a few instructions that neither switch nor run user
     /// code.
     #[allow(clippy::mut_from_ref)]
-    fn pool(&self) -> &mut StackPool {
+    pub(super) fn pool(&self) -> &mut StackPool {
         // SAFETY: the pool outlives every live chain, is only touched from
         // this thread, and no other borrow of it is live while a chain
         // operation runs (they neither switch nor call out).
@@ -153,7 +153,7 @@ impl Chain {
     /// Takes the spare if it has `bytes` usable above its limit and fits
     /// under `max`.
     #[inline(always)]
-    fn take_spare(&self, bytes: usize) -> Option<Segment> {
+    pub(super) fn take_spare(&self, bytes: usize) -> Option<Segment> {
         let size = self.spare_size.get();
         if size != 0 && size - self.overhead >= bytes && self.reserved.get() + size <= self.max {
             self.spare_size.set(0);
@@ -174,7 +174,7 @@ impl Chain {
     /// When the pool has no segment at all.
     #[cold]
     #[inline(never)]
-    fn fresh_segment(&self, bytes: usize) -> (Segment, Option<String>) {
+    pub(super) fn fresh_segment(&self, bytes: usize) -> (Segment, Option<String>) {
         let pool = self.pool();
         if self.spare_size.get() != 0 {
             let spare = self
@@ -208,7 +208,7 @@ impl Chain {
 
     /// Links `seg` on top of the chain, the current segment left at `sp`.
     #[inline(always)]
-    fn push(&self, seg: Segment, sp: usize) {
+    pub(super) fn push(&self, seg: Segment, sp: usize) {
         seg.set_prev(Some((self.current.get(), sp)));
         self.current.set(seg);
         self.depth.set(self.depth.get() + 1);
@@ -217,7 +217,7 @@ impl Chain {
 
     /// Unlinks the current segment, keeping it as the spare.
     #[inline(always)]
-    fn pop(&self) {
+    pub(super) fn pop(&self) {
         let seg = self.current.get();
         let Some((prev, _)) = seg.prev() else {
             crate::fatal(format_args!("stack chain: unlink of the first segment"))
@@ -230,6 +230,52 @@ impl Chain {
         }
         self.spare_base.set(seg.base_addr());
         self.spare_size.set(seg.size());
+    }
+
+    /// Unlinks the current segment and gives it back to the pool, leaving
+    /// the spare as it is (for segments taken with [`Chain::take_exact`]).
+    pub(super) fn pop_to_pool(&self) {
+        let seg = self.current.get();
+        let Some((prev, _)) = seg.prev() else {
+            crate::fatal(format_args!("stack chain: unlink of the first segment"))
+        };
+        self.current.set(prev);
+        self.depth.set(self.depth.get() - 1);
+        self.reserved.set(self.reserved.get() - seg.size());
+        // SAFETY: the segment was unlinked above; nothing runs on it now
+        // (the caller returned from it).
+        unsafe { self.pool().free(seg) };
+    }
+
+    /// Gets a segment of exactly `size` bytes (a power of two) from the
+    /// pool, bypassing the spare and the doubling rule; over the chain's
+    /// limit, an overdraft segment and the panic message, as in
+    /// [`fresh_segment`](Self::fresh_segment).
+    ///
+    /// # Panics
+    ///
+    /// When the pool has no segment at all.
+    #[cold]
+    pub(super) fn take_exact(&self, size: usize) -> (Segment, Option<String>) {
+        let pool = self.pool();
+        let (size, refused) = if self.reserved.get().saturating_add(size) > self.max {
+            let msg = format!(
+                "procrt: stack limit of {} bytes exceeded (the proc holds {} bytes in {} \
+                 segments and asked for a foreign segment of {} bytes); raise it with \
+                 Builder::max_stack",
+                self.max,
+                self.reserved.get(),
+                self.depth.get(),
+                size
+            );
+            (pool.segment_size_for(OVERDRAFT), Some(msg))
+        } else {
+            (size, None)
+        };
+        let seg = pool
+            .alloc(size)
+            .unwrap_or_else(|e| panic!("procrt: cannot get a foreign segment: {e}"));
+        (seg, refused)
     }
 
     /// Gives the spare back to the pool (the newer one replaces it).
@@ -291,7 +337,7 @@ impl Chain {
 
 /// The running proc's chain, or `None` on a thread's own stack.
 #[inline(always)]
-fn running_chain() -> Option<&'static Chain> {
+pub(super) fn running_chain() -> Option<&'static Chain> {
     let c = RUNNING.with(|r| r.get());
     // SAFETY: the scheduler sets RUNNING to the chain of the proc it
     // switches to (null otherwise); the chain lives in the proc's control
@@ -375,6 +421,26 @@ fn grow_slow<R, F: FnOnce() -> R>(bytes: usize, f: F) -> R {
         Some(s) => (s, None),
         None => chain.fresh_segment(bytes),
     };
+    let out = run_linked(chain, seg, refused, f);
+    // Still the same proc: a proc's grow returns on the proc that called it.
+    chain.pop();
+    match out {
+        Ok(v) => v,
+        Err(payload) => resume_unwind(payload),
+    }
+}
+
+/// Links `seg` to `chain`, runs `f` on it with the slot set to its limit
+/// (or raises `refused` there instead), and puts the slot back. The caller
+/// unlinks `seg` afterwards ([`Chain::pop`] or [`Chain::pop_to_pool`]) and
+/// resumes a caught panic.
+#[inline(always)]
+pub(super) fn run_linked<R, F: FnOnce() -> R>(
+    chain: &Chain,
+    seg: Segment,
+    refused: Option<String>,
+    f: F,
+) -> std::thread::Result<R> {
     chain.push(seg, arch::stack_pointer());
     let mut crossing = Crossing::<F, R> {
         f: std::mem::ManuallyDrop::new(f),
@@ -396,13 +462,8 @@ fn grow_slow<R, F: FnOnce() -> R>(bytes: usize, f: F) -> R {
         );
         arch::set_stack_limit(old_limit);
     }
-    // Still the same proc: a proc's grow returns on the proc that called it.
-    chain.pop();
     // SAFETY: on_segment always writes the outcome before returning.
-    match unsafe { crossing.out.assume_init() } {
-        Ok(v) => v,
-        Err(payload) => resume_unwind(payload),
-    }
+    unsafe { crossing.out.assume_init() }
 }
 
 /// The running proc's stack use, or `None` outside procs.

@@ -44,10 +44,18 @@
 //! spawn and a mapping per stack; copying stacks to grow them (Go): Rust
 //! gives no map of the pointers into a stack.
 
+mod foreign;
 mod grow;
+#[cfg(all(
+    target_os = "linux",
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "x86")
+))]
+mod morestack;
 mod overflow;
 mod pool;
 
+pub use foreign::{foreign, foreign_with, FOREIGN_STACK};
 pub use grow::{grow, usage, StackUsage, DEFAULT_MAX_STACK};
 pub(crate) use grow::{set_running_chain, Chain, ENTRY_STACK};
 pub(crate) use overflow::{install as install_overflow_handler, set_reporter, SignalBuf};
@@ -74,9 +82,34 @@ pub const MIN_SEGMENT_UNGUARDED: usize = if cfg!(debug_assertions) {
 /// pages cost memory, so an idle proc costs about one page of it.
 pub const DEFAULT_SEGMENT: usize = 64 * 1024;
 /// Bytes between a segment's lowest usable address and the limit stored in
-/// the TCB slot: the slack split-stack prologues assume for small frames
-/// that skip the check (gcc and LLVM assume 256 bytes).
-pub const LIMIT_MARGIN: usize = 256;
+/// the TCB slot: the ABI's offset of the slot above the real bottom.
+///
+/// `LIMIT_MARGIN = 256 + 16 + MORESTACK_ROOM`: split-stack prologues let a
+/// frame under 256 bytes skip the check (gcc and LLVM), two return
+/// addresses go below it before `__morestack` runs, and `__morestack`
+/// then runs on that old segment (its frame, and the Rust code that links
+/// the next segment: `src/stack/morestack.rs`). libgcc keeps the same room
+/// (its `BACKOFF`: 1536 bytes on x86_64, 1024 on i386); debug builds of
+/// procrt have frames several times larger and keep 6 KiB.
+pub const LIMIT_MARGIN: usize = SPLIT_SLACK + MORESTACK_ROOM;
+
+/// The slack split-stack prologues assume below the limit (256 bytes)
+/// plus the two return addresses pushed on the way into `__morestack`.
+const SPLIT_SLACK: usize = 256 + 2 * std::mem::size_of::<usize>();
+
+/// Stack `__morestack` and the Rust code it calls may use on the old
+/// segment. Measured with the `split_stack` tests (painting the old
+/// segment, taking a fresh segment from the pool, and finding the lowest
+/// byte written): about 770 bytes on x86_64 and 420 on i686 in release
+/// builds, 3.5 KiB on x86_64 in debug builds; the tests run on guarded
+/// segments, where running out would hit a guard page.
+const MORESTACK_ROOM: usize = if cfg!(debug_assertions) {
+    6144 - SPLIT_SLACK
+} else if cfg!(target_pointer_width = "64") {
+    1536 - SPLIT_SLACK
+} else {
+    1024 - SPLIT_SLACK
+};
 
 /// Bytes of stack left between the caller's frame and the bottom of the
 /// running proc's segment (its limit, less [`LIMIT_MARGIN`]); `None` where no
