@@ -42,6 +42,7 @@
 use super::pool::{Segment, StackPool};
 use crate::arch;
 use std::cell::Cell;
+use std::fmt;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 /// Default per-proc stack limit: the total size of a proc's chain.
@@ -187,23 +188,11 @@ impl Chain {
         }
         let need = pool.segment_size_for(bytes.saturating_add(self.overhead));
         let size = need.max(self.current.get().size().saturating_mul(2));
-        let (size, refused) = if self.reserved.get().saturating_add(size) > self.max {
-            let msg = format!(
-                "procrt: stack limit of {} bytes exceeded (the proc holds {} bytes in {} \
-                 segments and asked to grow by {} bytes); raise it with Builder::max_stack",
-                self.max,
-                self.reserved.get(),
-                self.depth.get(),
-                bytes
-            );
-            (pool.segment_size_for(OVERDRAFT), Some(msg))
-        } else {
-            (size, None)
-        };
-        let seg = pool
-            .alloc(size)
-            .unwrap_or_else(|e| panic!("procrt: cannot grow the stack: {e}"));
-        (seg, refused)
+        self.take_within_limit(
+            size,
+            &format_args!("asked to grow by {bytes} bytes"),
+            "grow the stack",
+        )
     }
 
     /// Links `seg` on top of the chain, the current segment left at `sp`.
@@ -257,16 +246,34 @@ impl Chain {
     /// When the pool has no segment at all.
     #[cold]
     pub(super) fn take_exact(&self, size: usize) -> (Segment, Option<String>) {
+        self.take_within_limit(
+            size,
+            &format_args!("asked for a foreign segment of {size} bytes"),
+            "get a foreign segment",
+        )
+    }
+
+    /// Takes a segment of `size` bytes from the pool, or, when that would
+    /// take the chain past its limit, an overdraft segment and the panic
+    /// message (`asked` says what the proc asked for, `what` what failed).
+    ///
+    /// # Panics
+    ///
+    /// When the pool has no segment at all.
+    fn take_within_limit(
+        &self,
+        size: usize,
+        asked: &fmt::Arguments<'_>,
+        what: &str,
+    ) -> (Segment, Option<String>) {
         let pool = self.pool();
         let (size, refused) = if self.reserved.get().saturating_add(size) > self.max {
             let msg = format!(
                 "procrt: stack limit of {} bytes exceeded (the proc holds {} bytes in {} \
-                 segments and asked for a foreign segment of {} bytes); raise it with \
-                 Builder::max_stack",
+                 segments and {asked}); raise it with Builder::max_stack",
                 self.max,
                 self.reserved.get(),
                 self.depth.get(),
-                size
             );
             (pool.segment_size_for(OVERDRAFT), Some(msg))
         } else {
@@ -274,7 +281,7 @@ impl Chain {
         };
         let seg = pool
             .alloc(size)
-            .unwrap_or_else(|e| panic!("procrt: cannot get a foreign segment: {e}"));
+            .unwrap_or_else(|e| panic!("procrt: cannot {what}: {e}"));
         (seg, refused)
     }
 
