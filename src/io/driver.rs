@@ -122,6 +122,8 @@ pub(crate) struct Reactor {
     waiting: Cell<usize>,
     /// The buffer `epoll_wait` fills.
     events: RefCell<Vec<libc::epoll_event>>,
+    /// The waiters one poll wakes (kept to reuse its allocation).
+    woken: RefCell<Vec<Unparker>>,
 }
 
 impl Reactor {
@@ -144,6 +146,7 @@ impl Reactor {
             free: RefCell::new(Vec::new()),
             waiting: Cell::new(0),
             events: RefCell::new(Vec::with_capacity(EVENTS)),
+            woken: RefCell::new(Vec::new()),
         })
     }
 
@@ -303,7 +306,7 @@ impl Reactor {
         // SAFETY: the kernel initialised the first `n` entries.
         unsafe { events.set_len(n) };
         let mut woke_remote = false;
-        let mut woken = Vec::new();
+        let mut woken = std::mem::take(&mut *self.woken.borrow_mut());
         {
             let mut slots = self.slots.borrow_mut();
             for ev in events.iter() {
@@ -330,9 +333,10 @@ impl Reactor {
         drop(events);
         self.waiting.set(self.waiting.get() - woken.len());
         // FIFO: served in the order their fds became ready.
-        for u in woken {
+        for u in woken.drain(..) {
             u.unpark_fifo();
         }
+        *self.woken.borrow_mut() = woken;
         Ok(woke_remote)
     }
 }

@@ -97,7 +97,13 @@ impl UnixListener {
         let r = self.src.do_io(Dir::Read, deadline, |l| l.accept());
         self.backoff.after(&r);
         let (s, a) = r?;
-        Ok((UnixStream::from(s), a))
+        s.set_nonblocking(true)?;
+        Ok((
+            UnixStream {
+                src: Source::new_nonblocking(s),
+            },
+            a,
+        ))
     }
 
     /// An endless iterator of `accept` results.
