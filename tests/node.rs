@@ -91,6 +91,16 @@ fn worker_entry() {
         node::export_calls("fd", fd_addr, |m: (String, OwnedFd), r: Reply<OwnedFd>| {
             (m, r)
         });
+        // Reads the fd it is given to its end and answers with the text.
+        let read_addr = spawn_actor(
+            (),
+            |_: &mut (), (fd, r): (OwnedFd, Reply<String>), _: &Context<_>| {
+                let mut text = String::new();
+                std::fs::File::from(fd).read_to_string(&mut text).unwrap();
+                let _ = r.send(text);
+            },
+        );
+        node::export_calls("read", read_addr, |fd: OwnedFd, r: Reply<String>| (fd, r));
         // Sends every number it gets back to the parent's port "back", in
         // order.
         let (tx, rx) = channel::<u64>();
@@ -245,6 +255,17 @@ fn fds_of_files_pipes_and_sockets_cross_and_work() {
         let mut s = String::new();
         (&a).read_to_string(&mut s).unwrap();
         assert_eq!(s, "worker saw: socket");
+
+        // The other way: what this node wrote, the worker reads.
+        let read = w.link().caller::<OwnedFd, String>("read");
+        let (r, wr) = pipe();
+        std::fs::File::from(wr).write_all(b"into the pipe").unwrap();
+        assert_eq!(read.call(r, T).unwrap(), "into the pipe");
+        assert_eq!(read.call(memfd(b"in a file"), T).unwrap(), "in a file");
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        (&a).write_all(b"over a socket").unwrap();
+        a.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(read.call(OwnedFd::from(b), T).unwrap(), "over a socket");
     });
 }
 
