@@ -697,7 +697,7 @@ impl Link {
                     let fds = d.into_fds();
                     let _ = tx.send(Answer {
                         status: st,
-                        bytes: f.bytes.clone(),
+                        bytes: f.bytes,
                         at,
                         fds,
                     });
