@@ -55,11 +55,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 /// The token of the runtime's wake-up eventfd.
 pub(crate) const WAKE_TOKEN: u64 = u64::MAX;
 
-/// Events fetched by one `epoll_wait`; more wait for the next one. 1,024,
-/// like tokio: with 1,000 busy connections it measured better than 256
-/// (`procrt-bench echo 1000`, 11 interleaved runs: median throughput about
-/// 10% higher and p99 about 15% lower).
-const EVENTS: usize = 1024;
+/// Events fetched by one `epoll_wait`; more wait for the next one.
+const EVENTS: usize = 256;
 
 /// Turns a `-1` return into the thread's `errno` as an `io::Error`.
 macro_rules! syscall {
