@@ -74,6 +74,10 @@ impl Context {
         Context::Sched
     }
 
+    /// No prefetch here: corosensei owns the stack layout.
+    #[inline(always)]
+    pub(crate) fn prefetch(&self) {}
+
     /// A coroutine that calls `entry(arg)` on the stack below `top`.
     ///
     /// # Safety

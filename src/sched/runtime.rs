@@ -598,6 +598,7 @@ impl Rt {
         match pr.state.get() {
             State::Parked => {
                 pr.state.set(State::Runnable);
+                pr.ctx.prefetch();
                 self.lifo.push_front(p);
             }
             State::Running | State::Runnable => pr.notified.set(true),
@@ -615,6 +616,7 @@ impl Rt {
         match pr.state.get() {
             State::Parked => {
                 pr.state.set(State::Runnable);
+                pr.ctx.prefetch();
                 self.fifo.push_back(p);
             }
             State::Running | State::Runnable => pr.notified.set(true),
