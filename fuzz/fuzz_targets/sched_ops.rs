@@ -1003,9 +1003,11 @@ impl RecurseEnv {
                 .borrow()
                 .last()
                 .expect("chain has a first segment");
-            // Room left above the segment's guard page and limit margin,
-            // with slack for this closure's own frame.
-            let room = sp.saturating_sub(base + self.world.guard + 256);
+            // Room left above the segment's guard page and limit margin
+            // (what `grow` measures from), with slack for this closure's
+            // own frame.
+            let room =
+                sp.saturating_sub(base + self.world.guard + procrt::stack::LIMIT_MARGIN);
             if room + 1024 < bytes {
                 violation!(
                     "stack::grow({bytes}) runs its closure with only {room} bytes left \

@@ -41,6 +41,13 @@
 //! ready, and a stream of new readiness cannot starve older waiters (see
 //! `io/driver.rs`). Timer and channel wakes stay LIFO.
 //!
+//! A wake (into either queue) prefetches the top of the woken proc's
+//! stack, where its switch frame lies: by the time the proc is switched
+//! to, a hundred or more instructions later, the lines are on their way.
+//! With thousands of procs the stacks do not stay in the cache, and in the
+//! `ring` benchmark (10,000 procs) those misses were most of a hop
+//! (71.5 ns/hop without, 28.3 ns with).
+//!
 //! Rejected: Go's single `runnext` slot plus FIFO: it runs fan-out
 //! breadth-first (every leaf of skynet spawned before the first one ends);
 //! a spawn that only queues the child: a proc spawning 100k children before
