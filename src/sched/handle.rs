@@ -219,7 +219,7 @@ pub(crate) fn park_registered<G>(register: impl FnOnce(Unparker) -> G) {
     with_rt("park", |rt| {
         let me = rt.current().expect("procrt: park called outside a proc");
         let _guard = register(Unparker { p: me.retain() });
-        stack::grow(stack::ENTRY_STACK, || rt.park_current())
+        stack::grow(stack::ENTRY_STACK, || rt.park_proc(me))
     })
 }
 
@@ -340,6 +340,9 @@ impl Clone for Unparker {
 }
 
 impl Drop for Unparker {
+    // Inline: a channel drops one per message that wakes a receiver, and
+    // across crates (a channel of the caller's type) it was a call.
+    #[inline]
     fn drop(&mut self) {
         // SAFETY: our count, released once.
         unsafe { self.p.release() };

@@ -191,6 +191,7 @@ impl ProcRef {
     }
 
     /// Adds an owner.
+    #[inline(always)]
     pub(crate) fn retain(self) -> Self {
         let p = self.get();
         p.refs.set(p.refs.get() + 1);
@@ -202,6 +203,7 @@ impl ProcRef {
     /// # Safety
     ///
     /// The caller owned one count and does not use `self` afterwards.
+    #[inline(always)]
     pub(crate) unsafe fn release(self) {
         let p = self.get();
         let n = p.refs.get() - 1;

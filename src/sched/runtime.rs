@@ -594,15 +594,8 @@ impl Rt {
     /// proc that is not parked.
     #[inline]
     pub(crate) fn wake(&self, p: ProcRef) {
-        let pr = p.get();
-        match pr.state.get() {
-            State::Parked => {
-                pr.state.set(State::Runnable);
-                pr.ctx.prefetch();
-                self.lifo.push_front(p);
-            }
-            State::Running | State::Runnable => pr.notified.set(true),
-            State::Done => {}
+        if Self::make_runnable(p) {
+            self.lifo.push_front(p);
         }
     }
 
@@ -612,15 +605,29 @@ impl Rt {
     /// became ready, and a stream of fresh readiness cannot keep pushing
     /// older ones back (as LIFO wakes would: the p99 of an echo server).
     pub(crate) fn wake_fifo(&self, p: ProcRef) {
+        if Self::make_runnable(p) {
+            self.fifo.push_back(p);
+        }
+    }
+
+    /// The state change of a wake: a parked proc becomes runnable (true:
+    /// the caller queues it) and the top of its stack is prefetched (see
+    /// "Scheduling policy" in `mod.rs`); a running or runnable proc gets
+    /// the park token; an ended one nothing.
+    #[inline(always)]
+    fn make_runnable(p: ProcRef) -> bool {
         let pr = p.get();
         match pr.state.get() {
             State::Parked => {
                 pr.state.set(State::Runnable);
                 pr.ctx.prefetch();
-                self.fifo.push_back(p);
+                true
             }
-            State::Running | State::Runnable => pr.notified.set(true),
-            State::Done => {}
+            State::Running | State::Runnable => {
+                pr.notified.set(true);
+                false
+            }
+            State::Done => false,
         }
     }
 
@@ -788,6 +795,13 @@ impl Rt {
             .current
             .get()
             .expect("procrt: park called outside a proc");
+        self.park_proc(me);
+    }
+
+    /// [`park_current`](Self::park_current) for a caller that holds the
+    /// running proc `me` already.
+    #[inline(always)]
+    pub(crate) fn park_proc(&self, me: ProcRef) {
         let p = me.get();
         if p.cancel.get() {
             self.cancel_point(me);
