@@ -135,6 +135,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{asan, install_panic_filter, stack_pointer, KnownPanic, PANICKING_CHAIN};
+
 // ---------------------------------------------------------------------------
 // Limits: keep every input to a few milliseconds.
 // ---------------------------------------------------------------------------
@@ -445,9 +448,6 @@ impl Parser<'_> {
 // ---------------------------------------------------------------------------
 // Shared state and the model
 // ---------------------------------------------------------------------------
-
-/// The payload of every panic the harness causes on purpose.
-struct KnownPanic;
 
 /// Prints the violated invariant and aborts (libFuzzer reports a crash).
 macro_rules! violation {
@@ -1805,30 +1805,6 @@ fn root_main(
 // One input
 // ---------------------------------------------------------------------------
 
-thread_local! {
-    /// `(base, size)` of the segments of the proc about to raise
-    /// `KnownPanic`, for the panic hook.
-    static PANICKING_CHAIN: RefCell<Vec<(usize, usize)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Keeps the expected panics quiet (and clears the panicking proc's stack
-/// shadow, see [`asan`]); any other panic goes to the hook that was there
-/// (libfuzzer-sys's, which prints and aborts).
-fn install_panic_filter() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if info.payload().is::<KnownPanic>() {
-            PANICKING_CHAIN.with(|c| {
-                for (base, size) in c.borrow_mut().drain(..) {
-                    asan::unpoison(base, size);
-                }
-            });
-        } else {
-            previous(info);
-        }
-    }));
-}
-
 /// After an early end: the runtime's counters against the harness's.
 fn check_counts(rt: &Runtime, world: &World, when: &str) {
     let live = rt.live_procs();
@@ -2147,49 +2123,5 @@ impl Drop for Sentinel {
 fn unpoison_dead_segments(world: &World) {
     for (base, size) in world.dead_segments.borrow_mut().drain(..) {
         asan::unpoison(base, size);
-    }
-}
-
-/// The current stack pointer.
-#[inline(always)]
-fn stack_pointer() -> usize {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let sp: usize;
-        // SAFETY: copies rsp into a register; touches no memory and leaves
-        // the stack and flags as they were.
-        unsafe {
-            std::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
-        };
-        sp
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let probe = 0u8;
-        std::hint::black_box(&probe) as *const u8 as usize
-    }
-}
-
-/// Stands in for the fiber support procrt lacks (see `sched_ops`).
-mod asan {
-    #[cfg(sanitize = "address")]
-    extern "C" {
-        /// ASan's interface: marks `[addr, addr + size)` addressable.
-        fn __asan_unpoison_memory_region(addr: *const std::ffi::c_void, size: usize);
-    }
-
-    /// Marks `[base, base + len)` addressable in ASan's shadow (no-op
-    /// without ASan). Only the shadow is written, never the range itself,
-    /// so any range is fine; this forgets the redzones of frames living
-    /// there, which costs detection, not correctness.
-    pub(crate) fn unpoison(base: usize, len: usize) {
-        #[cfg(sanitize = "address")]
-        // SAFETY: the call writes only ASan's shadow memory for the range,
-        // which ASan maps for every application address.
-        unsafe {
-            __asan_unpoison_memory_region(base as *const std::ffi::c_void, len)
-        };
-        #[cfg(not(sanitize = "address"))]
-        let _ = (base, len);
     }
 }

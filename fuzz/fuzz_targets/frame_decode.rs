@@ -43,7 +43,9 @@ fn fake_fd() -> OwnedFd {
 }
 
 fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .count()
 }
 
 /// Decodes as `T`; if that works, checks that re-encoding gives the same

@@ -105,6 +105,9 @@ use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
+mod common;
+use common::{asan, install_panic_filter, stack_pointer, KnownPanic, PANICKING_CHAIN};
+
 // ---------------------------------------------------------------------------
 // Limits: keep every input to a few milliseconds.
 // ---------------------------------------------------------------------------
@@ -480,9 +483,6 @@ impl Parser<'_> {
 // Shared state
 // ---------------------------------------------------------------------------
 
-/// The payload of every panic the harness causes on purpose.
-struct KnownPanic;
-
 /// Prints the violated invariant and aborts (libFuzzer reports a crash).
 macro_rules! violation {
     ($($arg:tt)*) => {{
@@ -725,30 +725,6 @@ fn unpoison_dead_segments(world: &World) {
     }
 }
 
-/// Stands in for the fiber support procrt lacks (see the crate docs).
-mod asan {
-    #[cfg(sanitize = "address")]
-    extern "C" {
-        /// ASan's interface: marks `[addr, addr + size)` addressable.
-        fn __asan_unpoison_memory_region(addr: *const std::ffi::c_void, size: usize);
-    }
-
-    /// Marks `[base, base + len)` addressable in ASan's shadow (no-op
-    /// without ASan). Only the shadow is written, never the range itself,
-    /// so any range is fine; this forgets the redzones of frames living
-    /// there, which costs detection, not correctness.
-    pub(crate) fn unpoison(base: usize, len: usize) {
-        #[cfg(sanitize = "address")]
-        // SAFETY: the call writes only ASan's shadow memory for the range,
-        // which ASan maps for every application address.
-        unsafe {
-            __asan_unpoison_memory_region(base as *const std::ffi::c_void, len)
-        };
-        #[cfg(not(sanitize = "address"))]
-        let _ = (base, len);
-    }
-}
-
 /// A child's handle and what its join must give.
 struct Child {
     handle: JoinHandle<u64>,
@@ -900,26 +876,6 @@ fn drain(world: &World) {
 // Stack checks
 // ---------------------------------------------------------------------------
 
-/// The current stack pointer.
-#[inline(always)]
-fn stack_pointer() -> usize {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let sp: usize;
-        // SAFETY: copies rsp into a register; touches no memory and leaves
-        // the stack and flags as they were.
-        unsafe {
-            std::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
-        };
-        sp
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let probe = 0u8;
-        std::hint::black_box(&probe) as *const u8 as usize
-    }
-}
-
 /// Bytes of the running proc's stack in use, assuming it runs on a segment
 /// of `segment` bytes (segments are aligned to their size).
 fn stack_used(segment: usize) -> usize {
@@ -1006,8 +962,7 @@ impl RecurseEnv {
             // Room left above the segment's guard page and limit margin
             // (what `grow` measures from), with slack for this closure's
             // own frame.
-            let room =
-                sp.saturating_sub(base + self.world.guard + procrt::stack::LIMIT_MARGIN);
+            let room = sp.saturating_sub(base + self.world.guard + procrt::stack::LIMIT_MARGIN);
             if room + 1024 < bytes {
                 violation!(
                     "stack::grow({bytes}) runs its closure with only {room} bytes left \
@@ -1345,30 +1300,6 @@ fn root_main(world: Rc<World>, rec: Rc<Rec>, program: Rc<Program>) -> RootOut {
 // ---------------------------------------------------------------------------
 // One input
 // ---------------------------------------------------------------------------
-
-thread_local! {
-    /// `(base, size)` of the segments of the proc about to raise
-    /// `KnownPanic`, for the panic hook.
-    static PANICKING_CHAIN: RefCell<Vec<(usize, usize)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Keeps the expected panics quiet (and clears the panicking proc's stack
-/// shadow, see [`asan`]); any other panic goes to the hook that was there
-/// (libfuzzer-sys's, which prints and aborts).
-fn install_panic_filter() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if info.payload().is::<KnownPanic>() {
-            PANICKING_CHAIN.with(|c| {
-                for (base, size) in c.borrow_mut().drain(..) {
-                    asan::unpoison(base, size);
-                }
-            });
-        } else {
-            previous(info);
-        }
-    }));
-}
 
 /// Checks the runtime's counters against the harness's records.
 fn check_counts(rt: &Runtime, world: &World, when: &str) {
