@@ -22,9 +22,13 @@
 //! parked receiver wakes it onto the LIFO front of the run queue, so it is
 //! the next proc to run when the sender blocks: a ping-pong costs one
 //! switch per message. Switching straight to the receiver inside `send` was
-//! considered and rejected: the sender usually has more to do (it will block
-//! in its own `recv` in a moment), and switching there would cost a second
-//! switch per round trip.
+//! measured and rejected: the sender usually has more to do (it will block
+//! in its own `recv` in a moment), and switching there costs a second
+//! switch per hop of a ring. With it (the sender waiting at the LIFO
+//! front), callgrind counted 17% fewer instructions per ping-pong round
+//! trip but 12% more per ring hop, and the clock, 9 interleaved runs,
+//! medians, said 43.8 -> 58.3 ns per round trip and 45.1 -> 91.2 ns per
+//! hop: slower on both.
 //!
 //! A proc cancelled while parked in a channel (its runtime is dropped)
 //! leaves an `Unparker` behind; unparking an ended proc does nothing.
