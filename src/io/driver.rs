@@ -35,6 +35,19 @@
 //! lazy registration loses nothing. Hang-up and error set both bits: the
 //! retried syscall then returns EOF or the error.
 //!
+//! **Drained reads skip the `EAGAIN`.** A stream read (TCP, unix stream)
+//! that returns fewer bytes than it asked for, but not 0, has drained the
+//! socket's receive queue: it clears the read bit ([`Reactor::clear_drained`])
+//! and the next read of that fd waits for an edge *before* its syscall
+//! instead of making one that says `EAGAIN` (what tokio's `poll_read`
+//! does). Data that arrives after the read raises a new edge, so nothing
+//! is lost. The exception is a hang-up seen before the read: the EOF is
+//! still to be read and no further edge will come, so a hang-up or error
+//! event also sets a sticky `READ_CLOSED` bit that keeps the read bit set.
+//! A datagram socket, a tty or an arbitrary fd may return a short read with
+//! more to come, so only stream sockets do this. An echo server then makes
+//! two syscalls per message (`recv`, `send`) instead of three.
+//!
 //! **Tokens.** `epoll_event.u64 = gen << 32 | index`: a slot's generation
 //! grows each time it is freed, so an event still queued for a dropped fd
 //! whose slot was reused is recognised as stale and ignored.
@@ -54,6 +67,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// The token of the runtime's wake-up eventfd.
 pub(crate) const WAKE_TOKEN: u64 = u64::MAX;
+
+/// A `Slot::ready` bit: the peer hung up or the socket failed. Final, so
+/// [`Reactor::clear_drained`] leaves the read bit set once it is.
+const READ_CLOSED: u8 = 4;
 
 /// Events fetched by one `epoll_wait`; more wait for the next one.
 const EVENTS: usize = 256;
@@ -99,7 +116,8 @@ struct Slot {
     gen: u32,
     /// The registered fd, or -1 when the slot is free.
     fd: RawFd,
-    /// Readiness bits (`Dir::bit`) seen since each was last cleared.
+    /// Readiness bits (`Dir::bit`) seen since each was last cleared, and
+    /// [`READ_CLOSED`].
     ready: u8,
     /// Procs waiting to read.
     readers: Vec<Unparker>,
@@ -245,6 +263,19 @@ impl Reactor {
         }
     }
 
+    /// Clears the slot's read bit after a stream read that returned less
+    /// than it asked for (its receive queue was drained), unless the peer
+    /// hung up: the EOF after the data is still to be read, and no new edge
+    /// would announce it.
+    pub(crate) fn clear_drained(&self, token: u64) {
+        let mut slots = self.slots.borrow_mut();
+        if let Some(s) = live_slot(&mut slots, token) {
+            if s.ready & READ_CLOSED == 0 {
+                s.ready &= !Dir::Read.bit();
+            }
+        }
+    }
+
     /// Puts `u` on the slot's `dir` waiter list.
     pub(crate) fn add_waiter(&self, token: u64, dir: Dir, u: Unparker) {
         let mut slots = self.slots.borrow_mut();
@@ -320,6 +351,9 @@ impl Reactor {
                 };
                 let err = (libc::EPOLLHUP | libc::EPOLLERR) as u32;
                 let readable = (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLRDHUP) as u32 | err;
+                if bits & (libc::EPOLLRDHUP as u32 | err) != 0 {
+                    s.ready |= READ_CLOSED;
+                }
                 if bits & readable != 0 {
                     s.ready |= Dir::Read.bit();
                     woken.append(&mut s.readers);

@@ -159,6 +159,45 @@ impl<T: AsFd> Source<T> {
         self.do_io(dir, self.deadline(dir), f)
     }
 
+    /// A stream socket's read of up to `len` bytes, as `io(Dir::Read, f)`,
+    /// except around a drained receive queue (see "Drained reads skip the
+    /// `EAGAIN`" in `driver.rs`): a previous short read that cleared the
+    /// read bit makes this one wait for readiness first, and a short read
+    /// now clears it. Only for stream sockets, whose short read means the
+    /// queue is empty.
+    pub(crate) fn read_stream(
+        &self,
+        len: usize,
+        f: impl FnMut(&T) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let deadline = self.deadline(Dir::Read);
+        let reg = self.current_token();
+        if let Some((reactor, token)) = &reg {
+            if !reactor.is_ready(*token, Dir::Read) {
+                self.wait(Dir::Read, deadline)?;
+            }
+        }
+        let r = self.do_io(Dir::Read, deadline, f);
+        if let Ok(n) = r {
+            if n > 0 && n < len {
+                // Registered by the wait of the call if it made one.
+                if let Some((reactor, token)) = reg.or_else(|| self.current_token()) {
+                    reactor.clear_drained(token);
+                }
+            }
+        }
+        r
+    }
+
+    /// The reactor of the running runtime and the fd's token there, if the
+    /// fd is registered with it.
+    fn current_token(&self) -> Option<(Rc<Reactor>, u64)> {
+        let reg = self.reg.borrow();
+        let r = reg.as_ref()?;
+        let reactor = crate::sched::current_reactor()?.ok()?;
+        Rc::ptr_eq(&r.reactor, &reactor).then_some((reactor, r.token))
+    }
+
     /// Waits until the fd is ready in `dir` (after a `WouldBlock`), or
     /// until `deadline` (`TimedOut`).
     pub(crate) fn wait(&self, dir: Dir, deadline: Option<Instant>) -> io::Result<()> {
