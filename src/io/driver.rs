@@ -15,7 +15,8 @@
 //! `EAGAIN` a proc meets on it, with `EPOLLIN | EPOLLOUT | EPOLLRDHUP |
 //! EPOLLET`, and stays until its owner drops it (or moves to another
 //! runtime). Each registration is a [`Slot`] holding two readiness bits
-//! (readable, writable) and two waiter lists. The protocol of one blocking
+//! (readable, writable), a sticky hang-up bit (see below) and two waiter
+//! lists. The protocol of one blocking
 //! call, after the non-blocking syscall said `EAGAIN`:
 //!
 //! 1. clear the direction's readiness bit (the kernel just said "not
@@ -72,7 +73,10 @@ pub(crate) const WAKE_TOKEN: u64 = u64::MAX;
 /// [`Reactor::clear_drained`] leaves the read bit set once it is.
 const READ_CLOSED: u8 = 4;
 
-/// Events fetched by one `epoll_wait`; more wait for the next one.
+/// Events fetched by one `epoll_wait`; more wait for the next one (edge-
+/// triggered events stay on epoll's ready list until fetched). 1,024
+/// measured no better than 256 on `procrt-bench echo 100` and `echo 1000`
+/// (11 interleaved runs each, throughput and p99 within noise).
 const EVENTS: usize = 256;
 
 /// Turns a `-1` return into the thread's `errno` as an `io::Error`.

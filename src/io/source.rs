@@ -3,9 +3,11 @@
 //! Every green I/O type wraps one. A blocking call is a non-blocking
 //! syscall retried until it stops saying `EAGAIN`; in between, the proc
 //! waits for readiness in the runtime's [`Reactor`] (see `driver.rs` for
-//! the protocol). Outside any proc (a plain thread, or `main` before
-//! `block_on`) the wait is a `poll(2)` that blocks the thread, so the same
-//! object works everywhere.
+//! the protocol). A stream read that drained the socket makes the next
+//! read wait first instead of trying (`read_stream`; see "Drained reads
+//! skip the `EAGAIN`" in `driver.rs`). Outside any proc (a plain thread,
+//! or `main` before `block_on`) the wait is a `poll(2)` that blocks the
+//! thread, so the same object works everywhere.
 //!
 //! Registration is lazy and follows the runtime: the first `EAGAIN` inside
 //! a runtime registers the fd with that runtime's reactor; used later
