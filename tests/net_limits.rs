@@ -128,8 +128,10 @@ fn five_thousand_concurrent_connections_echo() {
                 if let Some(u) = gt.borrow_mut().get_mut(k + window).and_then(Option::take) {
                     u.unpark();
                 }
-                s.set_read_timeout(Some(STEP_LIMIT)).unwrap();
-                s.set_write_timeout(Some(STEP_LIMIT)).unwrap();
+                // Longer than the clients' limits, so that a stall is
+                // reported by the client that saw it, not by 5,000 reads.
+                s.set_read_timeout(Some(2 * STEP_LIMIT)).unwrap();
+                s.set_write_timeout(Some(2 * STEP_LIMIT)).unwrap();
                 handlers.push(
                     spawn(move || {
                         let mut buf = [0u8; 512];
