@@ -171,6 +171,50 @@ fn tcp_echo_and_half_close_behave_like_std() {
     });
 }
 
+/// A short read clears the read readiness so the next read waits for an
+/// edge before its syscall (see `driver.rs`). When data and the peer's FIN
+/// were both seen by one poll before the read, the short read must not
+/// clear it: the EOF is still to be read and no new edge will announce it.
+#[test]
+fn a_short_read_before_a_seen_hang_up_still_finds_eof() {
+    procrt::run(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        short_read_then_eof(s, move || {
+            (&c).write_all(b"abc").unwrap();
+            c.shutdown(Shutdown::Write).unwrap();
+        });
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        short_read_then_eof(a, move || {
+            (&b).write_all(b"abc").unwrap();
+            b.shutdown(Shutdown::Write).unwrap();
+        });
+    });
+}
+
+/// In a proc: `r` waits for data (nothing yet), then `send` writes 3
+/// bytes and shuts down before the runtime polls again, so one event
+/// brings both; `r` reads 3 bytes (a short read), then EOF.
+fn short_read_then_eof<R: 'static>(r: R, send: impl FnOnce())
+where
+    for<'a> &'a R: Read,
+{
+    let reader = spawn(move || {
+        let mut buf = [0u8; 64];
+        assert_eq!((&r).read(&mut buf).unwrap(), 3);
+        // A wait here would never end: no edge follows the hang-up.
+        // (The caller set a read timeout: a wrong wait fails, not hangs.)
+        assert_eq!((&r).read(&mut buf).unwrap(), 0);
+        assert_eq!((&r).read(&mut buf).unwrap(), 0);
+    })
+    .unwrap();
+    send();
+    reader.join().unwrap();
+}
+
 #[test]
 fn a_peer_reset_is_an_error_for_that_proc_alone() {
     procrt::run(|| {

@@ -3,9 +3,11 @@
 //! Every green I/O type wraps one. A blocking call is a non-blocking
 //! syscall retried until it stops saying `EAGAIN`; in between, the proc
 //! waits for readiness in the runtime's [`Reactor`] (see `driver.rs` for
-//! the protocol). Outside any proc (a plain thread, or `main` before
-//! `block_on`) the wait is a `poll(2)` that blocks the thread, so the same
-//! object works everywhere.
+//! the protocol). A stream read that drained the socket makes the next
+//! read wait first instead of trying (`read_stream`; see "Drained reads
+//! skip the `EAGAIN`" in `driver.rs`). Outside any proc (a plain thread,
+//! or `main` before `block_on`) the wait is a `poll(2)` that blocks the
+//! thread, so the same object works everywhere.
 //!
 //! Registration is lazy and follows the runtime: the first `EAGAIN` inside
 //! a runtime registers the fd with that runtime's reactor; used later
@@ -157,6 +159,45 @@ impl<T: AsFd> Source<T> {
     /// Runs `f` with the call's own timeout (see `read_timeout`).
     pub(crate) fn io<R>(&self, dir: Dir, f: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
         self.do_io(dir, self.deadline(dir), f)
+    }
+
+    /// A stream socket's read of up to `len` bytes, as `io(Dir::Read, f)`,
+    /// except around a drained receive queue (see "Drained reads skip the
+    /// `EAGAIN`" in `driver.rs`): a previous short read that cleared the
+    /// read bit makes this one wait for readiness first, and a short read
+    /// now clears it. Only for stream sockets, whose short read means the
+    /// queue is empty.
+    pub(crate) fn read_stream(
+        &self,
+        len: usize,
+        f: impl FnMut(&T) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let deadline = self.deadline(Dir::Read);
+        let reg = self.current_token();
+        if let Some((reactor, token)) = &reg {
+            if !reactor.is_ready(*token, Dir::Read) {
+                self.wait(Dir::Read, deadline)?;
+            }
+        }
+        let r = self.do_io(Dir::Read, deadline, f);
+        if let Ok(n) = r {
+            if n > 0 && n < len {
+                // Registered by the wait of the call if it made one.
+                if let Some((reactor, token)) = reg.or_else(|| self.current_token()) {
+                    reactor.clear_drained(token);
+                }
+            }
+        }
+        r
+    }
+
+    /// The reactor of the running runtime and the fd's token there, if the
+    /// fd is registered with it.
+    fn current_token(&self) -> Option<(Rc<Reactor>, u64)> {
+        let reg = self.reg.borrow();
+        let r = reg.as_ref()?;
+        let reactor = crate::sched::current_reactor()?.ok()?;
+        Rc::ptr_eq(&r.reactor, &reactor).then_some((reactor, r.token))
     }
 
     /// Waits until the fd is ready in `dir` (after a `WouldBlock`), or

@@ -192,10 +192,11 @@ impl UnixStream {
 
 impl Read for &UnixStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.src.io(Dir::Read, |mut s| s.read(buf))
+        self.src.read_stream(buf.len(), |mut s| s.read(buf))
     }
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        self.src.io(Dir::Read, |mut s| s.read_vectored(bufs))
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.src.read_stream(len, |mut s| s.read_vectored(bufs))
     }
 }
 
