@@ -2,10 +2,10 @@
 //! waiting for readiness by parking the calling proc.
 
 use super::driver::Dir;
-use super::source::{check_timeout, Source};
+use super::source::{io_timeouts, Source};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Wraps an fd so that blocking on it parks the calling proc, not the
 /// thread. The first call sets `O_NONBLOCK` on the fd (on its open file
@@ -66,30 +66,7 @@ impl<T: AsFd> GreenFd<T> {
         self.src.into_inner()
     }
 
-    /// Limit of each read-side call; `None` (the default) waits forever.
-    /// A zero duration is refused, as by std.
-    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        check_timeout(t)?;
-        self.src.read_timeout.set(t);
-        Ok(())
-    }
-
-    /// Limit of each write-side call; `None` (the default) waits forever.
-    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        check_timeout(t)?;
-        self.src.write_timeout.set(t);
-        Ok(())
-    }
-
-    /// The read timeout.
-    pub fn read_timeout(&self) -> Option<Duration> {
-        self.src.read_timeout.get()
-    }
-
-    /// The write timeout.
-    pub fn write_timeout(&self) -> Option<Duration> {
-        self.src.write_timeout.get()
-    }
+    io_timeouts!();
 
     /// Parks until the fd is readable (or hung up, or in error), or until
     /// `deadline` (`TimedOut`). May report readiness that a following

@@ -47,6 +47,39 @@ pub(crate) struct Source<T: AsFd> {
     pub(crate) write_timeout: Cell<Option<Duration>>,
 }
 
+/// The read and write timeout accessors of a green I/O type whose `src`
+/// field is a [`Source`] (`GreenFd` and the sockets).
+macro_rules! io_timeouts {
+    () => {
+        /// Limit of each read-side call; `None` (the default) waits forever.
+        /// A zero duration is refused, as by std.
+        pub fn set_read_timeout(&self, t: Option<std::time::Duration>) -> std::io::Result<()> {
+            $crate::io::source::check_timeout(t)?;
+            self.src.read_timeout.set(t);
+            Ok(())
+        }
+
+        /// Limit of each write-side call; `None` (the default) waits forever.
+        /// A zero duration is refused, as by std.
+        pub fn set_write_timeout(&self, t: Option<std::time::Duration>) -> std::io::Result<()> {
+            $crate::io::source::check_timeout(t)?;
+            self.src.write_timeout.set(t);
+            Ok(())
+        }
+
+        /// The read timeout.
+        pub fn read_timeout(&self) -> Option<std::time::Duration> {
+            self.src.read_timeout.get()
+        }
+
+        /// The write timeout.
+        pub fn write_timeout(&self) -> Option<std::time::Duration> {
+            self.src.write_timeout.get()
+        }
+    };
+}
+pub(crate) use io_timeouts;
+
 /// The error of a call that ran out of time.
 pub(crate) fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "procrt: I/O timed out")

@@ -46,6 +46,133 @@
 //! fds. The pending connection stays in the backlog; the first success
 //! resets the backoff.
 
+/// `From<OwnedFd>`, `Into<OwnedFd>`, `AsFd` and `AsRawFd` of a socket type
+/// `$t` wrapping the std type `$std` in its `src` field.
+macro_rules! fd_conversions {
+    ($t:ident, $std:ty) => {
+        impl From<OwnedFd> for $t {
+            fn from(fd: OwnedFd) -> Self {
+                $t::from(<$std>::from(fd))
+            }
+        }
+
+        impl From<$t> for OwnedFd {
+            fn from(s: $t) -> OwnedFd {
+                s.src.into_inner().into()
+            }
+        }
+
+        impl AsFd for $t {
+            fn as_fd(&self) -> BorrowedFd<'_> {
+                self.src.get_ref().as_fd()
+            }
+        }
+
+        impl AsRawFd for $t {
+            fn as_raw_fd(&self) -> RawFd {
+                self.src.get_ref().as_raw_fd()
+            }
+        }
+    };
+}
+
+/// The accepting half of a listener type whose `src` is a `Source` of a
+/// std listener and whose accepted sockets are `$stream`s. `SocketAddr`
+/// is the address type of the module it is used in.
+macro_rules! listener {
+    ($stream:ident) => {
+        /// Accepts a connection, parking until one comes (or the accept
+        /// timeout passes: `TimedOut`).
+        pub fn accept(&self) -> io::Result<($stream, SocketAddr)> {
+            let deadline = self.src.deadline(Dir::Read);
+            self.backoff.before(deadline)?;
+            let r = self.src.do_io(Dir::Read, deadline, |l| l.accept());
+            self.backoff.after(&r);
+            let (s, a) = r?;
+            // One ioctl now instead of two fcntls at the first call.
+            s.set_nonblocking(true)?;
+            Ok((
+                $stream {
+                    src: Source::new_nonblocking(s),
+                },
+                a,
+            ))
+        }
+
+        /// An endless iterator of `accept` results.
+        pub fn incoming(&self) -> impl Iterator<Item = io::Result<$stream>> + '_ {
+            std::iter::repeat_with(move || self.accept().map(|(s, _)| s))
+        }
+
+        /// The bound address.
+        pub fn local_addr(&self) -> io::Result<SocketAddr> {
+            self.src.get_ref().local_addr()
+        }
+
+        /// Limit of each `accept`; `None` (the default) waits forever.
+        pub fn set_accept_timeout(&self, t: Option<std::time::Duration>) -> io::Result<()> {
+            $crate::io::source::check_timeout(t)?;
+            self.src.read_timeout.set(t);
+            Ok(())
+        }
+
+        /// The accept timeout.
+        pub fn accept_timeout(&self) -> Option<std::time::Duration> {
+            self.src.read_timeout.get()
+        }
+    };
+}
+
+/// `Read` and `Write` of a stream type `$t` (on `&$t`, and on `$t` through
+/// it): reads go through `Source::read_stream` (a short read marks the
+/// socket drained), writes through `Source::io`.
+macro_rules! stream_io {
+    ($t:ident) => {
+        impl Read for &$t {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.src.read_stream(buf.len(), |mut s| s.read(buf))
+            }
+            fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+                let len = bufs.iter().map(|b| b.len()).sum();
+                self.src.read_stream(len, |mut s| s.read_vectored(bufs))
+            }
+        }
+
+        impl Write for &$t {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.src.io(Dir::Write, |mut s| s.write(buf))
+            }
+            fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                self.src.io(Dir::Write, |mut s| s.write_vectored(bufs))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+
+        impl Read for $t {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                (&*self).read(buf)
+            }
+            fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+                (&*self).read_vectored(bufs)
+            }
+        }
+
+        impl Write for $t {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                (&*self).write(buf)
+            }
+            fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                (&*self).write_vectored(bufs)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+    };
+}
+
 mod sys;
 mod tcp;
 mod unix;

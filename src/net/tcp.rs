@@ -1,7 +1,7 @@
 //! `TcpListener` and `TcpStream`.
 
 use super::{sys, Backoff};
-use crate::io::source::{check_timeout, Source};
+use crate::io::source::{check_timeout, io_timeouts, Source};
 use crate::io::Dir;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{self, Shutdown, SocketAddr, ToSocketAddrs};
@@ -33,45 +33,7 @@ impl TcpListener {
         Ok(TcpListener::from(l))
     }
 
-    /// Accepts a connection, parking until one comes (or the accept
-    /// timeout passes: `TimedOut`).
-    pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let deadline = self.src.deadline(Dir::Read);
-        self.backoff.before(deadline)?;
-        let r = self.src.do_io(Dir::Read, deadline, |l| l.accept());
-        self.backoff.after(&r);
-        let (s, a) = r?;
-        // One ioctl now instead of two fcntls at the first call.
-        s.set_nonblocking(true)?;
-        Ok((
-            TcpStream {
-                src: Source::new_nonblocking(s),
-            },
-            a,
-        ))
-    }
-
-    /// An endless iterator of `accept` results.
-    pub fn incoming(&self) -> impl Iterator<Item = io::Result<TcpStream>> + '_ {
-        std::iter::repeat_with(move || self.accept().map(|(s, _)| s))
-    }
-
-    /// The bound address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.src.get_ref().local_addr()
-    }
-
-    /// Limit of each `accept`; `None` (the default) waits forever.
-    pub fn set_accept_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        check_timeout(t)?;
-        self.src.read_timeout.set(t);
-        Ok(())
-    }
-
-    /// The accept timeout.
-    pub fn accept_timeout(&self) -> Option<Duration> {
-        self.src.read_timeout.get()
-    }
+    listener!(TcpStream);
 
     /// Unwraps the std listener (left non-blocking if a call made it so).
     pub fn into_std(self) -> net::TcpListener {
@@ -88,29 +50,7 @@ impl From<net::TcpListener> for TcpListener {
     }
 }
 
-impl From<OwnedFd> for TcpListener {
-    fn from(fd: OwnedFd) -> Self {
-        TcpListener::from(net::TcpListener::from(fd))
-    }
-}
-
-impl From<TcpListener> for OwnedFd {
-    fn from(l: TcpListener) -> OwnedFd {
-        l.into_std().into()
-    }
-}
-
-impl AsFd for TcpListener {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.src.get_ref().as_fd()
-    }
-}
-
-impl AsRawFd for TcpListener {
-    fn as_raw_fd(&self) -> RawFd {
-        self.src.get_ref().as_raw_fd()
-    }
-}
+fd_conversions!(TcpListener, net::TcpListener);
 
 /// A TCP connection whose reads, writes and connect park the calling proc.
 ///
@@ -180,29 +120,7 @@ impl TcpStream {
         self.src.io(Dir::Read, |s| s.peek(buf))
     }
 
-    /// Limit of each read; `None` (the default) waits forever.
-    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        check_timeout(t)?;
-        self.src.read_timeout.set(t);
-        Ok(())
-    }
-
-    /// Limit of each write; `None` (the default) waits forever.
-    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        check_timeout(t)?;
-        self.src.write_timeout.set(t);
-        Ok(())
-    }
-
-    /// The read timeout.
-    pub fn read_timeout(&self) -> Option<Duration> {
-        self.src.read_timeout.get()
-    }
-
-    /// The write timeout.
-    pub fn write_timeout(&self) -> Option<Duration> {
-        self.src.write_timeout.get()
-    }
+    io_timeouts!();
 
     /// The pending `SO_ERROR`, cleared.
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
@@ -236,48 +154,7 @@ pub(super) fn each_addr<T>(
     }))
 }
 
-impl Read for &TcpStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.src.read_stream(buf.len(), |mut s| s.read(buf))
-    }
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        let len = bufs.iter().map(|b| b.len()).sum();
-        self.src.read_stream(len, |mut s| s.read_vectored(bufs))
-    }
-}
-
-impl Write for &TcpStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.src.io(Dir::Write, |mut s| s.write(buf))
-    }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.src.io(Dir::Write, |mut s| s.write_vectored(bufs))
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Read for TcpStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
-    }
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        (&*self).read_vectored(bufs)
-    }
-}
-
-impl Write for TcpStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
-    }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        (&*self).write_vectored(bufs)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+stream_io!(TcpStream);
 
 impl From<net::TcpStream> for TcpStream {
     fn from(s: net::TcpStream) -> Self {
@@ -287,26 +164,4 @@ impl From<net::TcpStream> for TcpStream {
     }
 }
 
-impl From<OwnedFd> for TcpStream {
-    fn from(fd: OwnedFd) -> Self {
-        TcpStream::from(net::TcpStream::from(fd))
-    }
-}
-
-impl From<TcpStream> for OwnedFd {
-    fn from(s: TcpStream) -> OwnedFd {
-        s.into_std().into()
-    }
-}
-
-impl AsFd for TcpStream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.src.get_ref().as_fd()
-    }
-}
-
-impl AsRawFd for TcpStream {
-    fn as_raw_fd(&self) -> RawFd {
-        self.src.get_ref().as_raw_fd()
-    }
-}
+fd_conversions!(TcpStream, net::TcpStream);

@@ -1,72 +1,13 @@
 //! `UnixListener`, `UnixStream` and `UnixDatagram`.
 
 use super::{sys, Backoff};
-use crate::io::source::{check_timeout, Source};
+use crate::io::source::{io_timeouts, Source};
 use crate::io::Dir;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::{self, SocketAddr};
 use std::path::Path;
-use std::time::Duration;
-
-/// Read and write timeouts, shared by the three types.
-macro_rules! timeouts {
-    () => {
-        /// Limit of each read-side call; `None` (the default) waits forever.
-        pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-            check_timeout(t)?;
-            self.src.read_timeout.set(t);
-            Ok(())
-        }
-
-        /// Limit of each write-side call; `None` (the default) waits forever.
-        pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-            check_timeout(t)?;
-            self.src.write_timeout.set(t);
-            Ok(())
-        }
-
-        /// The read timeout.
-        pub fn read_timeout(&self) -> Option<Duration> {
-            self.src.read_timeout.get()
-        }
-
-        /// The write timeout.
-        pub fn write_timeout(&self) -> Option<Duration> {
-            self.src.write_timeout.get()
-        }
-    };
-}
-
-/// fd conversions, shared by the three types.
-macro_rules! fd_conversions {
-    ($t:ident, $std:ty) => {
-        impl From<OwnedFd> for $t {
-            fn from(fd: OwnedFd) -> Self {
-                $t::from(<$std>::from(fd))
-            }
-        }
-
-        impl From<$t> for OwnedFd {
-            fn from(s: $t) -> OwnedFd {
-                s.src.into_inner().into()
-            }
-        }
-
-        impl AsFd for $t {
-            fn as_fd(&self) -> BorrowedFd<'_> {
-                self.src.get_ref().as_fd()
-            }
-        }
-
-        impl AsRawFd for $t {
-            fn as_raw_fd(&self) -> RawFd {
-                self.src.get_ref().as_raw_fd()
-            }
-        }
-    };
-}
 
 /// A unix-domain stream server whose `accept` parks the calling proc.
 /// Out of fds, it backs off as [`TcpListener`](crate::net::TcpListener)
@@ -89,44 +30,7 @@ impl UnixListener {
         Ok(UnixListener::from(l))
     }
 
-    /// Accepts a connection, parking until one comes (or the accept
-    /// timeout passes: `TimedOut`).
-    pub fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
-        let deadline = self.src.deadline(Dir::Read);
-        self.backoff.before(deadline)?;
-        let r = self.src.do_io(Dir::Read, deadline, |l| l.accept());
-        self.backoff.after(&r);
-        let (s, a) = r?;
-        s.set_nonblocking(true)?;
-        Ok((
-            UnixStream {
-                src: Source::new_nonblocking(s),
-            },
-            a,
-        ))
-    }
-
-    /// An endless iterator of `accept` results.
-    pub fn incoming(&self) -> impl Iterator<Item = io::Result<UnixStream>> + '_ {
-        std::iter::repeat_with(move || self.accept().map(|(s, _)| s))
-    }
-
-    /// The bound address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.src.get_ref().local_addr()
-    }
-
-    /// Limit of each `accept`; `None` (the default) waits forever.
-    pub fn set_accept_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        check_timeout(t)?;
-        self.src.read_timeout.set(t);
-        Ok(())
-    }
-
-    /// The accept timeout.
-    pub fn accept_timeout(&self) -> Option<Duration> {
-        self.src.read_timeout.get()
-    }
+    listener!(UnixStream);
 }
 
 impl From<net::UnixListener> for UnixListener {
@@ -187,45 +91,10 @@ impl UnixStream {
         self.src.get_ref().take_error()
     }
 
-    timeouts!();
+    io_timeouts!();
 }
 
-impl Read for &UnixStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.src.read_stream(buf.len(), |mut s| s.read(buf))
-    }
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        let len = bufs.iter().map(|b| b.len()).sum();
-        self.src.read_stream(len, |mut s| s.read_vectored(bufs))
-    }
-}
-
-impl Write for &UnixStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.src.io(Dir::Write, |mut s| s.write(buf))
-    }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.src.io(Dir::Write, |mut s| s.write_vectored(bufs))
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Read for UnixStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
-    }
-}
-
-impl Write for UnixStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+stream_io!(UnixStream);
 
 impl From<net::UnixStream> for UnixStream {
     fn from(s: net::UnixStream) -> Self {
@@ -304,7 +173,7 @@ impl UnixDatagram {
         self.src.get_ref().shutdown(how)
     }
 
-    timeouts!();
+    io_timeouts!();
 }
 
 impl From<net::UnixDatagram> for UnixDatagram {
