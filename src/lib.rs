@@ -44,6 +44,12 @@
 //!   unwinds its partner at a blocking point (`park`, `yield_now`, `join`,
 //!   `spawn`, a channel wait); a proc that never blocks cannot be ended,
 //!   and no other proc runs meanwhile.
+//! - A proc that waits in a channel's `recv` for longer than
+//!   [`RuntimeBuilder::hibernate_after`] (half a second by default) has the
+//!   live bytes of its stack moved to the heap and its stack pages given
+//!   back, until the wake puts them back. Safe code cannot tell; `unsafe`
+//!   code that lets another proc or thread touch a proc's stack memory
+//!   while it waits in `recv` must set `hibernate_after(None)`.
 
 #![warn(missing_docs)]
 
@@ -61,10 +67,10 @@ pub mod toc;
 pub use chan::{monitor, trap_exits};
 pub use error::{BuildError, JoinError, SpawnError, SpawnErrorKind};
 pub use sched::{
-    current, demonitor, handle, link, park, park_timeout, remote_unparker, run, sleep, sleep_until,
-    spawn, spawn_blocking, try_current, unlink, unparker, yield_now, Builder, Down, ExitReason,
-    Handle, JoinHandle, MonitorRef, ProcId, ProcInfo, RemoteUnparker, Runtime, RuntimeBuilder,
-    Unparker,
+    current, demonitor, handle, hibernated_procs, link, park, park_timeout, remote_unparker, run,
+    sleep, sleep_until, spawn, spawn_blocking, try_current, unlink, unparker, yield_now, Builder,
+    Down, ExitReason, Handle, JoinHandle, MonitorRef, ProcId, ProcInfo, RemoteUnparker, Runtime,
+    RuntimeBuilder, Unparker, DEFAULT_HIBERNATE_AFTER,
 };
 
 /// The README's code blocks, compiled and run by `cargo test`.

@@ -44,8 +44,12 @@
 //!   report, over N. A stop token sent round the ring ends the procs.
 //! - **idle N**: N procs each parked in `recv` on a channel of its own.
 //!   `rss_per_proc` is the growth of the resident set (`/proc/self/statm`)
-//!   from just before the first spawn to the moment all are parked, over
-//!   the number that fit, in bytes. The vectors holding the senders and
+//!   from just before the first spawn to the moment all are parked and
+//!   idle, over the number that fit, in bytes. For procrt, idle means
+//!   hibernated: the root waits (at most four `DEFAULT_HIBERNATE_AFTER`,
+//!   2 s) until the runtime has given back the stack pages of procs resting
+//!   in `recv`; `rss_per_proc_fresh` (INFO) is the growth right after they
+//!   parked. The peers' memory does not change with waiting. The vectors holding the senders and
 //!   handles are filled before the first reading, so they do not count.
 //!   procrt runs guarded by default (at most ~32k live segments, the
 //!   `vm.max_map_count` limit: a spawn past it fails and `n` says how many

@@ -6,10 +6,10 @@ use crate::{
     RING_PROCS, RING_STOP,
 };
 use procrt::chan::{channel, sync_channel, Receiver, Sender};
-use procrt::{spawn, JoinHandle, Runtime};
+use procrt::{spawn, JoinHandle, Runtime, DEFAULT_HIBERNATE_AFTER};
 use std::cell::Cell;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Channel used by pingpong and ring unless `--chan` says otherwise:
 /// `channel()`, the faster of the two in interleaved runs, by a few percent
@@ -268,17 +268,35 @@ fn idle(n: usize, unguarded: bool, segment: Option<usize>) -> Result<Report, Fai
             }
             procrt::yield_now();
         }
+        let fresh = mem::rss_bytes();
+        // Idle procs: let them rest until the runtime hibernates their
+        // stacks (between one and two `DEFAULT_HIBERNATE_AFTER` after they
+        // parked), bounded.
+        let settle = Instant::now();
+        while procrt::hibernated_procs() < fit && settle.elapsed() < 4 * DEFAULT_HIBERNATE_AFTER {
+            procrt::sleep(Duration::from_millis(20));
+        }
+        let hibernated = procrt::hibernated_procs();
         let after = mem::rss_bytes();
         let parked_now = parked.get();
-        // Wake them all (their channels disconnect) and let them end.
+        // Wake them all (their channels disconnect) and let them end;
+        // a hibernated proc's wake puts its stack back first.
+        let waking = Instant::now();
         for (tx, h) in procs.into_iter().flatten() {
             drop(tx);
             h.join().expect("idle: proc failed");
         }
+        let wake_ns = waking.elapsed().as_nanos() as u64 / fit.max(1) as u64;
         let per = after.saturating_sub(before) / fit.max(1) as u64;
-        ((per, fit, parked_now, before, after), stop_error)
+        let per_fresh = fresh.saturating_sub(before) / fit.max(1) as u64;
+        (
+            (
+                per, per_fresh, hibernated, wake_ns, fit, parked_now, before, after,
+            ),
+            stop_error,
+        )
     });
-    let (per, fit, parked_now, before, after) = report;
+    let (per, per_fresh, hibernated, wake_ns, fit, parked_now, before, after) = report;
     if parked_now != fit {
         return Err(Failure::Failed(format!(
             "only {parked_now} of {fit} procs reached recv"
@@ -292,7 +310,10 @@ fn idle(n: usize, unguarded: bool, segment: Option<usize>) -> Result<Report, Fai
     .with("first_segment", segment)
     .with("asked", n)
     .with("rss_before", before)
-    .with("rss_after", after);
+    .with("rss_after", after)
+    .with("rss_per_proc_fresh", per_fresh)
+    .with("hibernated", hibernated)
+    .with("wake_and_end_ns_per_proc", wake_ns);
     if let Some(e) = stop_error {
         eprintln!("procrt idle: spawn stopped after {fit} of {n} procs: {e}");
         r = r.with("stopped_at", fit);

@@ -78,6 +78,12 @@ impl Context {
     #[inline(always)]
     pub(crate) fn prefetch(&self) {}
 
+    /// corosensei keeps the saved stack pointer to itself: `None`, so no
+    /// proc on this target is ever hibernated.
+    pub(crate) fn saved_sp(&self) -> Option<usize> {
+        None
+    }
+
     /// A coroutine that calls `entry(arg)` on the stack below `top`.
     ///
     /// # Safety

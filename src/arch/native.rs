@@ -122,6 +122,15 @@ impl Context {
 }
 
 impl Context {
+    /// The stack pointer saved for a suspended (or prepared) context;
+    /// `None` while none is (the scheduler's context before it first
+    /// switches away).
+    #[inline]
+    pub(crate) fn saved_sp(&self) -> Option<usize> {
+        let sp = self.sp.get();
+        (sp != 0).then_some(sp)
+    }
+
     /// Hints the CPU to bring the top of this suspended context's stack
     /// into the cache: the two lines from its saved stack pointer up, which
     /// hold the switch frame (`FRAME_WORDS` words and the return address)

@@ -1,7 +1,7 @@
 //! The channel itself: `Shared` state, `Sender`, `Receiver`.
 
 use super::{RecvError, RecvTimeoutError, SendError, TryRecvError, TrySendError, Unparker};
-use crate::sched::{park, park_deadline, park_registered, unparker};
+use crate::sched::{park, park_deadline, park_resting, unparker};
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
 use std::fmt;
@@ -245,7 +245,7 @@ impl<T> Sender<T> {
     /// # Panics
     ///
     /// When it would have to park outside a proc.
-    #[inline]
+    #[inline(always)]
     pub fn send(&self, t: T) -> Result<(), SendError<T>> {
         let s = &*self.shared;
         if s.receiver_alive.get() && s.has_room() {
@@ -370,7 +370,7 @@ impl<T> Receiver<T> {
             if s.senders.get() == 0 {
                 return Err(RecvError);
             }
-            park_registered(|me| self.wait_as(me));
+            park_resting(|me| self.wait_as(me));
             if let Some(t) = s.pop() {
                 return Ok(t);
             }

@@ -141,8 +141,17 @@ impl Rt {
     /// message comes from another thread, or the earliest timer is due;
     /// then fire due timers. Returns false when nothing can ever wake a
     /// proc (a deadlock).
+    ///
+    /// A due hibernation sweep (see `hibernate.rs`) shortens the wait, but
+    /// never counts as something that could wake a proc.
     pub(super) fn idle(&self) -> bool {
         let deadline = self.next_deadline();
+        let sweep = self.next_sweep();
+        // The earlier of the timer and the sweep.
+        let wake_at = match (deadline, sweep) {
+            (Some(d), Some(s)) => Some(d.min(s)),
+            (d, s) => d.or(s),
+        };
         match self.driver().opened.get() {
             Some(o) => {
                 let pending = o.remote.is_pending();
@@ -151,7 +160,7 @@ impl Rt {
                 if !can_wake && deadline.is_none() {
                     return false;
                 }
-                let timeout = match deadline {
+                let timeout = match wake_at {
                     _ if pending => 0,
                     Some(d) => timeout_ms(d, Instant::now()),
                     None => -1,
@@ -162,15 +171,22 @@ impl Rt {
                 }
             }
             None => {
-                let Some(d) = deadline else { return false };
+                if deadline.is_none() {
+                    return false;
+                }
+                let d = wake_at.expect("a timer is armed");
                 let now = Instant::now();
                 if d > now {
                     std::thread::sleep(d - now);
                 }
             }
         }
-        if deadline.is_some() {
-            self.fire_timers(Instant::now());
+        if sweep.is_some() || deadline.is_some() {
+            let now = Instant::now();
+            self.sweep_if_due(now);
+            if deadline.is_some() {
+                self.fire_timers(now);
+            }
         }
         true
     }

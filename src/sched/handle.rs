@@ -211,16 +211,33 @@ pub fn park() {
 /// guard that withdraws it), then parks; the guard is dropped when the park
 /// ends, also when the proc unwinds out of it. One runtime lookup for both.
 ///
+/// The proc *rests*: the caller promises that while it waits nothing
+/// outside the proc reads or writes its stack (the waker and anything it
+/// hands over live in shared heap state), so the runtime may hibernate the
+/// stack if the wait is long (see `hibernate.rs`).
+///
 /// # Panics
 ///
 /// Outside a proc.
 #[inline]
-pub(crate) fn park_registered<G>(register: impl FnOnce(Unparker) -> G) {
+pub(crate) fn park_resting<G>(register: impl FnOnce(Unparker) -> G) {
     with_rt("park", |rt| {
         let me = rt.current().expect("procrt: park called outside a proc");
         let _guard = register(Unparker { p: me.retain() });
-        stack::grow(stack::ENTRY_STACK, || rt.park_proc(me))
+        stack::grow(stack::ENTRY_STACK, || rt.park_proc(me, State::Resting))
     })
+}
+
+/// Procs of the current runtime whose stacks are hibernated now (0 outside
+/// a runtime): see [`RuntimeBuilder::hibernate_after`](crate::RuntimeBuilder::hibernate_after).
+pub fn hibernated_procs() -> usize {
+    let rt = rt_ptr();
+    if rt.is_null() {
+        return 0;
+    }
+    // SAFETY: non-null only while `block_on` or the drop of that runtime
+    // is on this thread's stack, so the Rt is alive.
+    unsafe { &*rt }.hibernation().count()
 }
 
 /// Like [`park`], but for at most `timeout`: returns true when the time ran

@@ -67,6 +67,7 @@ mod blocking;
 mod blocks;
 mod driver;
 mod handle;
+mod hibernate;
 mod monitor;
 mod proc;
 mod queue;
@@ -77,10 +78,11 @@ mod timer;
 pub use blocking::spawn_blocking;
 pub(crate) use driver::current_reactor;
 pub use handle::{
-    current, park, park_timeout, run, sleep, sleep_until, spawn, try_current, unparker, yield_now,
-    Builder, JoinHandle, ProcInfo, Unparker,
+    current, hibernated_procs, park, park_timeout, run, sleep, sleep_until, spawn, try_current,
+    unparker, yield_now, Builder, JoinHandle, ProcInfo, Unparker,
 };
-pub(crate) use handle::{park_deadline, park_registered};
+pub(crate) use handle::{park_deadline, park_resting};
+pub use hibernate::DEFAULT_HIBERNATE_AFTER;
 pub(crate) use monitor::{add_monitor, set_trap, DownSink};
 pub use monitor::{demonitor, link, unlink, Down, ExitReason, MonitorRef};
 pub use proc::ProcId;

@@ -134,7 +134,7 @@
 //!   another proc's stack, and dropping it without unwinding would skip
 //!   its destructors.
 
-use super::proc::{Proc, ProcId, ProcRef, State};
+use super::proc::{Proc, ProcId, ProcRef};
 use super::runtime::{with_rt, Rt};
 use crate::error::{payload_str, JoinError};
 use crate::stack;
@@ -352,7 +352,7 @@ fn exit_signal(rt: &Rt, to: ProcRef, from: ProcId, reason: &ExitReason) -> bool 
     });
     if end {
         tp.cancel.set(true);
-        if tp.state.get() == State::Parked {
+        if tp.state.get().is_parked() {
             rt.wake(to);
         }
     }

@@ -53,20 +53,44 @@ impl fmt::Display for ProcId {
 /// # State
 /// ```text
 ///   spawn ──> Runnable ──pick──> Running ──yield/wake──> Runnable
-///                                   │  └──park──> Parked ──unpark──> Runnable
+///                                   │  ├──park──> Parked ──unpark──> Runnable
+///                                   │  └──recv──> Resting ──sweep──> RestingSeen
+///                                   │                       ──sweep──> Hibernated
+///                                   │      (any of the three) ──unpark──> Runnable
 ///                                   └──returns/panics──> Done
 /// ```
-/// A runtime's drop moves every proc to `Done`, unwinding the started ones.
+/// `Resting` is a park at a point where nothing outside the proc reads or
+/// writes its stack (a channel `recv`), so that the stack may be
+/// hibernated: see `hibernate.rs`. A runtime's drop moves every proc to
+/// `Done`, unwinding the started ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub(crate) enum State {
     /// In one of the run queues.
     Runnable,
     /// On the CPU.
     Running,
-    /// Waiting for an unpark.
-    Parked,
     /// Finished; its result is in the result slot.
     Done,
+    /// Waiting for an unpark. The parked states come last, so that
+    /// "parked at all" is one compare on the wake path.
+    Parked,
+    /// Waiting for an unpark where its stack may be hibernated.
+    Resting,
+    /// Resting, and found so by one hibernation sweep: the next one
+    /// hibernates it.
+    RestingSeen,
+    /// Resting with its stack copied out and its pages given back: the
+    /// stack must be restored before anything touches it.
+    Hibernated,
+}
+
+impl State {
+    /// Waiting for an unpark, in any of the parked states.
+    #[inline(always)]
+    pub(crate) fn is_parked(self) -> bool {
+        self as u8 >= State::Parked as u8
+    }
 }
 
 /// The panic payload that unwinds a proc when its runtime is dropped.
@@ -131,8 +155,10 @@ pub(crate) struct Proc {
     pub(crate) timer: Cell<u64>,
     /// The proc waiting in `join` for this one.
     pub(crate) joiner: Cell<Option<ProcRef>>,
-    /// The closure, on the proc's stack, until the proc starts.
-    pub(crate) closure: Cell<*mut u8>,
+    /// Until the proc starts: its closure, on its stack. While it is
+    /// `Hibernated`: the heap copy of its stack's live bytes (see
+    /// `hibernate.rs`). Null otherwise.
+    pub(crate) stash: Cell<*mut u8>,
     /// Index in the runtime's table of live procs; `usize::MAX` once it
     /// left the table.
     pub(crate) slot: Cell<usize>,
@@ -306,7 +332,7 @@ pub(crate) fn new_proc<F: FnOnce() -> T, T: 'static>(
             timer: Cell::new(0),
             timed_out: Cell::new(false),
             joiner: Cell::new(None),
-            closure: Cell::new(closure),
+            stash: Cell::new(closure),
             slot: Cell::new(slot),
             watch: ManuallyDrop::new(Cell::new(None)),
             unit: Cell::new(0),
@@ -325,7 +351,7 @@ impl Proc {
     ///
     /// The proc never started and its segment is still live.
     pub(crate) unsafe fn drop_unstarted(&self) {
-        let c = self.closure.replace(std::ptr::null_mut());
+        let c = self.stash.replace(std::ptr::null_mut());
         if !c.is_null() {
             // SAFETY: `c` is the closure written at spawn and never read.
             unsafe { (self.vtable.drop_closure)(c) };
@@ -360,7 +386,7 @@ where
     let me = rt.current().expect("proc_main: no current proc");
     let p = me.get();
     p.started.set(true);
-    p.closure.set(std::ptr::null_mut());
+    p.stash.set(std::ptr::null_mut());
     // SAFETY: spawn wrote an `F` at `arg`; it is read exactly once, here.
     let f = unsafe { std::ptr::read(arg.cast::<F>()) };
     // Ended by a linked proc before it started: `f` never runs. Only a

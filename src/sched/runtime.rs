@@ -1,5 +1,6 @@
 //! The runtime: run queues, switching, spawn, exit, `block_on`, and drop.
 
+use super::hibernate::{Hibernation, DEFAULT_HIBERNATE_AFTER};
 use super::monitor::{self, ExitReason, LinkExit};
 use super::proc::{new_proc, proc_main, Cancelled, ProcId, ProcRef, State};
 use super::queue::RunQueue;
@@ -13,7 +14,7 @@ use std::collections::BinaryHeap;
 use std::marker::PhantomData;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// After this many consecutive picks from the LIFO end, the next pick is
 /// made from the yield queue (or the oldest started proc), so that no proc
@@ -106,6 +107,8 @@ pub(crate) struct Rt {
     ticks: Cell<u32>,
     /// The I/O driver (epoll, injection queue), opened on first use.
     driver: super::driver::Driver,
+    /// Stacks of procs that rest long, given back (see `hibernate.rs`).
+    hibernation: Hibernation,
 }
 
 /// A single-threaded scheduler of procs and the stack pool they run on.
@@ -145,6 +148,7 @@ pub struct RuntimeBuilder {
     first_segment: usize,
     max_stack: usize,
     root_segment: usize,
+    hibernate_after: Option<Duration>,
 }
 
 impl Default for RuntimeBuilder {
@@ -154,6 +158,13 @@ impl Default for RuntimeBuilder {
             first_segment: stack::DEFAULT_SEGMENT,
             max_stack: stack::DEFAULT_MAX_STACK,
             root_segment: ROOT_SEGMENT,
+            // Fuzzing builds run under ASan, which would see the copy of a
+            // stack (its redzones) as a bad read.
+            hibernate_after: if cfg!(fuzzing) {
+                None
+            } else {
+                Some(DEFAULT_HIBERNATE_AFTER)
+            },
         }
     }
 }
@@ -190,6 +201,40 @@ impl RuntimeBuilder {
     /// the first segment size and a quarter of the reservation.
     pub fn root_stack_size(mut self, bytes: usize) -> Self {
         self.root_segment = bytes;
+        self
+    }
+
+    /// How long a proc must wait in a channel's `recv` before the runtime
+    /// may *hibernate* its stack: copy the few hundred live bytes to the
+    /// heap and give the stack's pages back to the kernel, until a wake
+    /// puts them back (default [`DEFAULT_HIBERNATE_AFTER`], half a
+    /// second; `None`: never). An idle actor then costs about a kilobyte
+    /// instead of a page; waking a hibernated one costs a page fault and
+    /// the copy back, a microsecond or two.
+    ///
+    /// Code that lets another proc or thread read or write a proc's stack
+    /// (through a raw pointer) while that proc waits in `recv` must turn
+    /// hibernation off: the bytes are elsewhere meanwhile.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let rt = procrt::Runtime::builder()
+    ///     .hibernate_after(Some(Duration::from_millis(20)))
+    ///     .build()
+    ///     .unwrap();
+    /// let n = rt.block_on(|| {
+    ///     let (tx, rx) = procrt::chan::channel::<u32>();
+    ///     let h = procrt::spawn(move || rx.recv().unwrap()).unwrap();
+    ///     procrt::sleep(Duration::from_millis(100)); // it rests in recv
+    ///     let n = procrt::hibernated_procs();
+    ///     tx.send(7).unwrap();
+    ///     assert_eq!(h.join().unwrap(), 7);
+    ///     n
+    /// });
+    /// assert_eq!(n, 1);
+    /// ```
+    pub fn hibernate_after(mut self, rest: Option<Duration>) -> Self {
+        self.hibernate_after = rest;
         self
     }
 
@@ -268,6 +313,7 @@ impl RuntimeBuilder {
                 timer_seq: Cell::new(0),
                 ticks: Cell::new(0),
                 driver: super::driver::Driver::new(),
+                hibernation: Hibernation::new(self.hibernate_after),
             }),
             _not_send: PhantomData,
         })
@@ -389,6 +435,12 @@ impl Runtime {
         // is outside it, or on a proc's stack where the pool is not
         // borrowed across this call).
         unsafe { (*self.rt.pool.get()).stats() }
+    }
+
+    /// Procs whose stacks are hibernated now: they rested in a channel's
+    /// `recv` for longer than [`hibernate_after`](RuntimeBuilder::hibernate_after).
+    pub fn hibernated_procs(&self) -> usize {
+        self.rt.hibernation.count()
     }
 
     /// Procs alive now (spawned and not yet ended).
@@ -566,6 +618,7 @@ impl Rt {
             self.fire_timers(Instant::now());
         }
         self.io_tick();
+        self.hibernation_tick(self.ticks.get());
     }
 
     /// The pick after a streak of `FAIR_STREAK` LIFO picks: the FIFO head,
@@ -594,7 +647,7 @@ impl Rt {
     /// proc that is not parked.
     #[inline]
     pub(crate) fn wake(&self, p: ProcRef) {
-        if Self::make_runnable(p) {
+        if self.make_runnable(p) {
             self.lifo.push_front(p);
         }
     }
@@ -605,34 +658,41 @@ impl Rt {
     /// became ready, and a stream of fresh readiness cannot keep pushing
     /// older ones back (as LIFO wakes would: the p99 of an echo server).
     pub(crate) fn wake_fifo(&self, p: ProcRef) {
-        if Self::make_runnable(p) {
+        if self.make_runnable(p) {
             self.fifo.push_back(p);
         }
     }
 
     /// The state change of a wake: a parked proc becomes runnable (true:
     /// the caller queues it) and the top of its stack is prefetched (see
-    /// "Scheduling policy" in `mod.rs`); a running or runnable proc gets
-    /// the park token; an ended one nothing.
+    /// "Scheduling policy" in `mod.rs`), or put back if it was hibernated;
+    /// a running or runnable proc gets the park token; an ended one
+    /// nothing.
     #[inline(always)]
-    fn make_runnable(p: ProcRef) -> bool {
+    fn make_runnable(&self, p: ProcRef) -> bool {
         let pr = p.get();
-        match pr.state.get() {
-            State::Parked => {
-                pr.state.set(State::Runnable);
-                pr.ctx.prefetch();
-                true
+        let state = pr.state.get();
+        if state.is_parked() {
+            if state == State::Hibernated {
+                return self.wake_hibernated(p);
             }
-            State::Running | State::Runnable => {
-                pr.notified.set(true);
-                false
-            }
-            State::Done => false,
+            pr.state.set(State::Runnable);
+            pr.ctx.prefetch();
+            return true;
         }
+        if state != State::Done {
+            // Running or Runnable.
+            pr.notified.set(true);
+        }
+        false
     }
 
     /// From the scheduler's stack: run `p` until the CPU comes back here.
     fn resume_from_sched(&self, p: ProcRef) {
+        if p.get().state.get() == State::Hibernated {
+            // The runtime's drop resumes parked procs without a wake.
+            self.restore(p);
+        }
         p.get().state.set(State::Running);
         self.set_current(Some(p));
         // SAFETY: `p` is live and suspended (it was queued), and we are the
@@ -732,6 +792,28 @@ impl Rt {
         (p.get().id == id && p.get().state.get() != State::Done).then_some(p)
     }
 
+    /// Runs `f` on every proc in the live table.
+    pub(super) fn for_each_live(&self, mut f: impl FnMut(ProcRef)) {
+        // SAFETY: touched only by this thread; `f` neither switches nor
+        // spawns nor ends procs (the table does not change under it).
+        let live = unsafe { &*self.live.get() };
+        for p in live.iter().flatten() {
+            f(*p);
+        }
+    }
+
+    /// The hibernation state.
+    #[inline(always)]
+    pub(super) fn hibernation(&self) -> &Hibernation {
+        &self.hibernation
+    }
+
+    /// The scheduler's pick counter.
+    #[inline(always)]
+    pub(super) fn ticks(&self) -> u32 {
+        self.ticks.get()
+    }
+
     /// The runtime is being dropped.
     pub(crate) fn shutting_down(&self) -> bool {
         self.shutting_down.get()
@@ -795,13 +877,17 @@ impl Rt {
             .current
             .get()
             .expect("procrt: park called outside a proc");
-        self.park_proc(me);
+        self.park_proc(me, State::Parked);
     }
 
     /// [`park_current`](Self::park_current) for a caller that holds the
-    /// running proc `me` already.
+    /// running proc `me` already. `parked` is the state it waits in:
+    /// `Parked`, or `Resting` where the caller promises that nothing
+    /// outside the proc touches its stack until the wake (see
+    /// `hibernate.rs`).
     #[inline(always)]
-    pub(crate) fn park_proc(&self, me: ProcRef) {
+    pub(crate) fn park_proc(&self, me: ProcRef, parked: State) {
+        debug_assert!(matches!(parked, State::Parked | State::Resting));
         let p = me.get();
         if p.cancel.get() {
             self.cancel_point(me);
@@ -810,7 +896,7 @@ impl Rt {
         if p.notified.replace(false) {
             return;
         }
-        p.state.set(State::Parked);
+        p.state.set(parked);
         self.switch_from(me);
         if p.cancel.get() {
             self.cancel_point(me);

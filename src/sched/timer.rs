@@ -23,7 +23,7 @@
 //! Rejected: a timer wheel (cheaper inserts, but coarse and more code; the
 //! heap is O(log n) and exact); eager removal (needs an index per entry).
 
-use super::proc::{ProcRef, State};
+use super::proc::ProcRef;
 use std::cmp::Ordering;
 use std::time::Instant;
 
@@ -63,7 +63,7 @@ impl Entry {
     /// proc to wake. Releases the entry's count either way.
     pub(crate) fn fire(self) -> Option<ProcRef> {
         let p = self.proc.get();
-        let due = p.timer.get() == self.seq && p.state.get() == State::Parked;
+        let due = p.timer.get() == self.seq && p.state.get().is_parked();
         if due {
             p.timer.set(0);
             p.timed_out.set(true);

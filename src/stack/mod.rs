@@ -61,7 +61,7 @@ pub(crate) use grow::{set_running_chain, Chain, ENTRY_STACK};
 pub(crate) use overflow::{install as install_overflow_handler, set_reporter, SignalBuf};
 pub(crate) use pool::PoolConfig;
 pub use pool::PoolStats;
-pub(crate) use pool::{Segment, StackPool};
+pub(crate) use pool::{page_size, Segment, StackPool};
 
 /// Smallest segment in guarded mode: one guard page plus one usable page
 /// (release builds). Debug builds of procrt have frames several times

@@ -1,0 +1,363 @@
+//! Hibernation: giving back the stack pages of procs that rest for long.
+//!
+//! # Design
+//!
+//! A parked proc costs the pages its stack touched: at least one, 4 KiB,
+//! although an actor waiting in `recv` uses a few hundred bytes of it (a
+//! release build on x86_64: about 370 bytes from the top of its segment,
+//! header and switch frame included). Erlang offers `hibernate` for
+//! processes that wait long; Go shrinks the stacks of idle goroutines at
+//! each collection. procrt does the first automatically:
+//!
+//! - A proc that parks in a channel's `recv` is `Resting`, not `Parked`:
+//!   while it waits, nothing outside the proc reads or writes its stack.
+//!   The channel keeps the proc's unparker and its messages in the shared
+//!   (heap) state, spawn takes `'static` closures, so no other proc holds
+//!   a reference into the stack, and no procrt code keeps one there. Other
+//!   parks (I/O, timers, join, select, `park`) stay `Parked` and are never
+//!   hibernated.
+//! - A *sweep* walks the live procs at most every `hibernate_after`
+//!   (default [`DEFAULT_HIBERNATE_AFTER`], set on the runtime's builder):
+//!   a `Resting` proc becomes `RestingSeen`; one found `RestingSeen` by the
+//!   next sweep has rested a whole period without a wake, and is
+//!   hibernated: the live part of its stack, from its saved stack pointer
+//!   to the end of its segment (frames, closure, segment header), is copied
+//!   to the heap, exactly as many bytes as are live, and the pages under it
+//!   are given back with `madvise(MADV_DONTNEED)`. The copy's address is
+//!   kept in the control block (the word that held the closure before the
+//!   proc started). Page ranges are sorted and merged in batches, so that
+//!   neighbouring segments cost one system call, not one each.
+//! - A wake (`make_runnable`), or the runtime's drop resuming the proc,
+//!   restores the bytes to the same addresses before anything else: the
+//!   first write faults in a fresh zero page. Every pointer into the stack
+//!   is valid again, because the stack never moved.
+//!
+//! Measured with `procrt-bench idle 100000 --unguarded` (procs each
+//! resting in `recv` on a channel of its own; release, x86_64): resident
+//! memory per proc 4,679 bytes without hibernation, 951 with it (tokio's
+//! task and channel: 1,288), so the copy is about 370 bytes; guarded, 957
+//! bytes (32,748 procs, the mapping limit). Waking and ending a proc took
+//! 3.7 µs without and 5.1 µs with hibernation: the page fault and the copy
+//! back cost about 1.5 µs per wake, which a proc that rested at least
+//! `hibernate_after` does not notice.
+//!
+//! When sweeps run: on a busy runtime the scheduler's periodic check looks
+//! at the clock every `SWEEP_CHECK_EVERY` picks and sweeps when a period
+//! has passed; an idle runtime folds the next sweep into its wait, but only
+//! while there is something to sweep (procs ran since the last sweep, or the
+//! last one marked procs), so a runtime that stays idle sleeps for good
+//! after at most two sweeps. A sweep reads the state of every live proc:
+//! O(live procs) per period.
+//!
+//! A sweep allocates nothing but the copies (with a fallible allocation: a
+//! proc whose copy cannot be had is left as it is), because a guarded
+//! runtime can be at the kernel's mapping limit, where `malloc` cannot map
+//! a large block and a failed Rust allocation aborts.
+//!
+//! Not hibernated: the running proc; a proc whose saved stack pointer is not
+//! in its chain's current segment (it parked on a foreign stack); one with
+//! more than `MAX_COPY` bytes live (the copy would cost more than the pages
+//! it frees are worth to a proc that may wake soon); and any proc on the
+//! corosensei fallback, whose saved context procrt cannot see.
+//!
+//! The promise this rests on, for code using `unsafe`: while a proc waits in
+//! `recv`, no other proc or thread may read or write memory on its stack
+//! (say, through a raw pointer the proc handed out before it waited). Such
+//! code must turn hibernation off with `hibernate_after(None)`. Debug builds
+//! check, when restoring, that nothing wrote to the given-back pages.
+//! Fuzzing builds (`cfg(fuzzing)`) default to off: under ASan, the copy of
+//! a stack reads its poisoned redzones.
+//!
+//! Rejected: protecting hibernated pages (`PROT_NONE`) to catch a stray
+//! access: every hibernation and restore would split or merge the stack
+//! mapping, and 100k hibernated procs would meet `vm.max_map_count`.
+
+use super::proc::{ProcRef, State};
+use super::runtime::Rt;
+use crate::stack;
+use std::alloc::Layout;
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+/// How long a proc must rest in `recv` before its stack may be hibernated
+/// (the default of [`RuntimeBuilder::hibernate_after`](crate::RuntimeBuilder::hibernate_after)).
+/// A proc is hibernated between one and two of these after it parked.
+pub const DEFAULT_HIBERNATE_AFTER: Duration = Duration::from_millis(500);
+
+/// Picks between two looks at the clock for a sweep on a busy runtime.
+const SWEEP_CHECK_EVERY: u32 = 4096;
+
+/// Most live stack bytes a hibernation copies.
+const MAX_COPY: usize = 8 * 1024;
+
+/// Page ranges a sweep gathers before it gives them back (sorted and
+/// merged within each batch). On the stack: a sweep allocates nothing but
+/// the copies, because a process at its mapping limit (guarded mode can
+/// reach `vm.max_map_count`) cannot get a large allocation from `malloc`.
+const BATCH: usize = 256;
+
+/// Stack a sweep makes sure of: it may run on the stack of a proc that is
+/// switching away (the batch of ranges, the allocator, `madvise`).
+const SWEEP_STACK: usize = 16 * 1024;
+
+/// Stack a restore makes sure of: it may run on the stack of the proc that
+/// wakes the hibernated one (a copy and a free).
+const RESTORE_STACK: usize = 4 * 1024;
+
+/// A runtime's hibernation state.
+pub(super) struct Hibernation {
+    /// Rest needed before hibernation; `None`: never hibernate.
+    after: Option<Duration>,
+    /// When the last sweep ran (the runtime's start before the first).
+    last_sweep: Cell<Instant>,
+    /// The scheduler's pick counter at the last sweep: a different value
+    /// means procs ran since, and may have come to rest.
+    swept_at_tick: Cell<u32>,
+    /// The last sweep marked procs `RestingSeen`: the next one may
+    /// hibernate them.
+    marked: Cell<bool>,
+    /// Procs hibernated now.
+    count: Cell<usize>,
+    /// The system's page size.
+    page: usize,
+}
+
+impl Hibernation {
+    /// Hibernation after `after` of rest, or never.
+    pub(super) fn new(after: Option<Duration>) -> Self {
+        Hibernation {
+            after,
+            last_sweep: Cell::new(Instant::now()),
+            swept_at_tick: Cell::new(0),
+            marked: Cell::new(false),
+            count: Cell::new(0),
+            page: stack::page_size(),
+        }
+    }
+
+    /// Procs whose stacks are hibernated now.
+    pub(super) fn count(&self) -> usize {
+        self.count.get()
+    }
+}
+
+/// Page ranges waiting to be given back.
+struct Ranges {
+    buf: [(usize, usize); BATCH],
+    len: usize,
+}
+
+impl Ranges {
+    fn push(&mut self, r: (usize, usize)) {
+        if self.len == BATCH {
+            self.flush();
+        }
+        self.buf[self.len] = r;
+        self.len += 1;
+    }
+
+    /// Gives back the gathered ranges, neighbours merged.
+    fn flush(&mut self) {
+        let rs = &mut self.buf[..self.len];
+        rs.sort_unstable();
+        let mut merged: Option<(usize, usize)> = None;
+        for &(lo, hi) in rs.iter() {
+            merged = match merged {
+                Some((mlo, mhi)) if lo <= mhi => Some((mlo, mhi.max(hi))),
+                Some(m) => {
+                    give_back(m);
+                    Some((lo, hi))
+                }
+                None => Some((lo, hi)),
+            };
+        }
+        if let Some(m) = merged {
+            give_back(m);
+        }
+        self.len = 0;
+    }
+}
+
+impl Rt {
+    /// From the scheduler's periodic check, every `CHECK_EVERY` picks:
+    /// sweeps when a period has passed (looking at the clock only every
+    /// `SWEEP_CHECK_EVERY` picks).
+    #[inline]
+    pub(super) fn hibernation_tick(&self, ticks: u32) {
+        if self.hibernation().after.is_some() && ticks % SWEEP_CHECK_EVERY == 0 {
+            self.sweep_if_due(Instant::now());
+        }
+    }
+
+    /// When an idle runtime should wake up for a sweep: `None` when
+    /// hibernation is off, or when nothing ran and nothing was marked since
+    /// the last sweep (nothing new can be resting).
+    ///
+    /// "Nothing ran": the pick counter moved by at most one, the empty pick
+    /// of `block_on`'s loop that led back into `idle` after the sweep. A
+    /// proc that ran adds at least two (its pick and the pick when it
+    /// stopped).
+    pub(super) fn next_sweep(&self) -> Option<Instant> {
+        let h = self.hibernation();
+        let after = h.after?;
+        let ran = self.ticks().wrapping_sub(h.swept_at_tick.get()) > 1;
+        (ran || h.marked.get()).then(|| h.last_sweep.get() + after)
+    }
+
+    /// Sweeps if a period has passed since the last sweep (never while the
+    /// runtime is being dropped: it resumes every proc).
+    #[cold]
+    pub(super) fn sweep_if_due(&self, now: Instant) {
+        let h = self.hibernation();
+        let Some(after) = h.after else { return };
+        if self.shutting_down() || now.saturating_duration_since(h.last_sweep.get()) < after {
+            return;
+        }
+        h.last_sweep.set(now);
+        h.swept_at_tick.set(self.ticks());
+        stack::grow(SWEEP_STACK, || self.sweep());
+    }
+
+    /// One sweep: marks resting procs, hibernates the ones marked before.
+    fn sweep(&self) {
+        let current = self.current();
+        let mut marked = false;
+        let mut ranges = Ranges {
+            buf: [(0, 0); BATCH],
+            len: 0,
+        };
+        self.for_each_live(|p| match p.get().state.get() {
+            State::Resting => {
+                p.get().state.set(State::RestingSeen);
+                marked = true;
+            }
+            State::RestingSeen if Some(p) != current => {
+                // Declined: it stays RestingSeen, and the next sweep
+                // declines again, cheaply.
+                if let Some(r) = self.copy_out(p) {
+                    ranges.push(r);
+                }
+            }
+            _ => {}
+        });
+        ranges.flush();
+        self.hibernation().marked.set(marked);
+    }
+
+    /// The live part of `p`'s stack, `[sp, end)`, if it can be hibernated.
+    fn live_range(p: ProcRef) -> Option<(usize, usize)> {
+        let pr = p.get();
+        let sp = pr.ctx.saved_sp()?;
+        let seg = pr.chain.current();
+        let end = seg.base_addr() + seg.size();
+        (sp >= seg.bottom() && sp < seg.top() && end - sp <= MAX_COPY).then_some((sp, end))
+    }
+
+    /// Copies the live part of `p`'s stack to the heap and marks it
+    /// `Hibernated`; returns the page range to give back, or `None` (and
+    /// changes nothing) when `p` cannot be hibernated or the copy cannot be
+    /// allocated.
+    fn copy_out(&self, p: ProcRef) -> Option<(usize, usize)> {
+        let h = self.hibernation();
+        let (sp, end) = Self::live_range(p)?;
+        // Whole pages only: the one holding `sp` is partly dead stack below
+        // it, which may be zeroed. Segments are at least a page and aligned
+        // to their size, so on x86 both ends hold; checked, not assumed.
+        let lo = sp & !(h.page - 1);
+        if lo < p.get().chain.current().bottom() || end % h.page != 0 {
+            return None;
+        }
+        let layout = copy_layout(end - sp);
+        // SAFETY: the layout has a non-zero size (sp < end).
+        let copy = unsafe { std::alloc::alloc(layout) };
+        if copy.is_null() {
+            return None;
+        }
+        // SAFETY: [sp, end) is the live part of a suspended proc's current
+        // segment: mapped read-write, and nothing writes it while the proc
+        // rests (see the design note). `copy` is a fresh block of that size.
+        unsafe { std::ptr::copy_nonoverlapping(sp as *const u8, copy, end - sp) };
+        let pr = p.get();
+        pr.stash.set(copy);
+        pr.state.set(State::Hibernated);
+        h.count.set(h.count.get() + 1);
+        Some((lo, end))
+    }
+
+    /// `make_runnable` of a hibernated proc: puts its stack back and makes
+    /// it runnable (true: the caller queues it). Out of line, so that the
+    /// wake inlined into every channel operation stays small.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn wake_hibernated(&self, p: ProcRef) -> bool {
+        self.restore(p);
+        p.get().state.set(State::Runnable);
+        true
+    }
+
+    /// Puts back the stack of the hibernated proc `p` (state `Hibernated`),
+    /// leaving it `Resting`; the caller moves it on.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn restore(&self, p: ProcRef) {
+        stack::grow(RESTORE_STACK, || {
+            let h = self.hibernation();
+            let pr = p.get();
+            // The same range copy_out took: a hibernated proc's saved stack
+            // pointer and chain do not change.
+            let Some((sp, end)) = Self::live_range(p) else {
+                crate::fatal(format_args!(
+                    "hibernated proc {} lost its stack range",
+                    pr.id
+                ))
+            };
+            let copy = pr.stash.replace(std::ptr::null_mut());
+            if copy.is_null() {
+                crate::fatal(format_args!(
+                    "proc {} hibernated without a saved stack",
+                    pr.id
+                ))
+            }
+            if cfg!(debug_assertions) {
+                // SAFETY: the range is the proc's own and mapped (zero
+                // pages since it was given back).
+                let now = unsafe { std::slice::from_raw_parts(sp as *const u8, end - sp) };
+                if let Some(i) = now.iter().position(|&b| b != 0) {
+                    crate::fatal(format_args!(
+                        "the stack of hibernated proc {} was written at {:#x} while it rested",
+                        pr.id,
+                        sp + i
+                    ));
+                }
+            }
+            // SAFETY: [sp, end) is where the copy came from: the proc's
+            // segment, still allocated to it (a resting proc keeps its
+            // chain), mapped read-write; `copy` holds `end - sp` bytes.
+            unsafe { std::ptr::copy_nonoverlapping(copy, sp as *mut u8, end - sp) };
+            // SAFETY: allocated in copy_out with this layout.
+            unsafe { std::alloc::dealloc(copy, copy_layout(end - sp)) };
+            pr.state.set(State::Resting);
+            h.count.set(h.count.get() - 1);
+        });
+    }
+}
+
+/// The layout of a stack copy of `len` bytes.
+fn copy_layout(len: usize) -> Layout {
+    Layout::from_size_align(len, 16).expect("a stack copy's layout")
+}
+
+/// Gives the pages `[lo, hi)` back to the kernel; they read as zeros after.
+fn give_back((lo, hi): (usize, usize)) {
+    // SAFETY: the range covers only stack pages of hibernated procs, whose
+    // live bytes were copied out; dropping them loses nothing.
+    let r = unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_DONTNEED) };
+    if r != 0 {
+        // The range is the pool's own and page-aligned: a refusal means
+        // procrt's bookkeeping is wrong.
+        let err = std::io::Error::last_os_error();
+        crate::fatal(format_args!(
+            "madvise(MADV_DONTNEED) of hibernated stacks [{lo:#x}, {hi:#x}) failed: {err}"
+        ));
+    }
+}

@@ -1,0 +1,318 @@
+//! Hibernation: a proc that rests in a channel's `recv` for longer than
+//! `hibernate_after` gives its stack pages back, and finds every byte of
+//! its stack in place when a wake (or the runtime's drop, or an exit
+//! signal) resumes it.
+
+mod util;
+
+use procrt::actor::spawn_actor;
+use procrt::chan::{channel, Receiver, Sender};
+use procrt::{link, sleep, spawn, JoinError, JoinHandle, Runtime};
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use util::DropCounter;
+
+/// The rest after which these tests' runtimes hibernate a proc.
+const REST: Duration = Duration::from_millis(20);
+/// Longest a test waits for hibernation to happen.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn runtime() -> Runtime {
+    Runtime::builder()
+        .hibernate_after(Some(REST))
+        .build()
+        .expect("runtime")
+}
+
+/// Sleeps until at least `n` procs are hibernated (or `PATIENCE` passed);
+/// returns how many are.
+fn wait_hibernated(n: usize) -> usize {
+    let start = Instant::now();
+    while procrt::hibernated_procs() < n && start.elapsed() < PATIENCE {
+        sleep(Duration::from_millis(5));
+    }
+    procrt::hibernated_procs()
+}
+
+/// Whether the page holding `addr` is resident (`mincore`).
+fn resident(addr: usize) -> bool {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let mut vec = 0u8;
+    // SAFETY: one page of our own address space (a proc's stack segment,
+    // which stays mapped), one byte of output.
+    let r = unsafe { libc::mincore((addr & !(page - 1)) as *mut libc::c_void, page, &mut vec) };
+    assert_eq!(r, 0, "mincore: {}", std::io::Error::last_os_error());
+    vec & 1 == 1
+}
+
+/// Word `i` of the pattern seeded by `seed`.
+fn pattern(seed: u64, i: usize) -> u64 {
+    seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .rotate_left(i as u32 % 64)
+        ^ i as u64
+}
+
+/// Fills `N` words of its own frame with a pattern, publishes their address,
+/// waits in `recv`, and checks the pattern after the wake: returns the
+/// received value plus the words' sum, or panics naming a changed word.
+#[inline(never)]
+fn rest_with<const N: usize>(seed: u64, rx: &Receiver<u64>, at: &Cell<usize>) -> u64 {
+    let mut words = [0u64; N];
+    for (i, w) in words.iter_mut().enumerate() {
+        *w = pattern(seed, i);
+    }
+    let words = std::hint::black_box(words);
+    at.set(words.as_ptr() as usize);
+    let v = rx.recv().expect("sender kept alive");
+    let words = std::hint::black_box(words);
+    for (i, w) in words.iter().enumerate() {
+        assert_eq!(
+            *w,
+            pattern(seed, i),
+            "word {i} of proc seeded {seed} changed"
+        );
+    }
+    v.wrapping_add(words.iter().fold(0u64, |a, w| a.wrapping_add(*w)))
+}
+
+/// The value `rest_with::<N>(seed, ..)` returns after receiving `v`.
+fn expected<const N: usize>(seed: u64, v: u64) -> u64 {
+    (0..N).fold(v, |a, i| a.wrapping_add(pattern(seed, i)))
+}
+
+/// Recurses `depth` frames of 512 bytes each on the first segment, then
+/// rests on a segment of its own: `grow` asks for more than the first
+/// segment has left. Returns `rest_with`'s value plus `1 + .. + depth`.
+#[inline(never)]
+fn deep_rest(depth: usize, seed: u64, rx: &Receiver<u64>, at: &Cell<usize>) -> u64 {
+    if depth == 0 {
+        return procrt::stack::grow(128 * 1024, || rest_with::<16>(seed, rx, at));
+    }
+    let pad = std::hint::black_box([depth as u8; 512]);
+    let r = deep_rest(depth - 1, seed, rx, at);
+    r.wrapping_add(std::hint::black_box(pad)[0] as u64)
+}
+
+#[test]
+fn a_resting_proc_gives_its_page_back_and_wakes_intact() {
+    let rt = runtime();
+    rt.block_on(|| {
+        let (tx, rx) = channel::<u64>();
+        let at = Rc::new(Cell::new(0usize));
+        let at2 = at.clone();
+        let h = spawn(move || rest_with::<64>(7, &rx, &at2)).unwrap();
+        assert_eq!(wait_hibernated(1), 1, "the resting proc was not hibernated");
+        assert!(
+            !resident(at.get()),
+            "the hibernated proc's stack page is still resident"
+        );
+        tx.send(1000).unwrap();
+        assert_eq!(h.join().unwrap(), expected::<64>(7, 1000));
+        assert_eq!(procrt::hibernated_procs(), 0);
+    });
+    assert_eq!(rt.hibernated_procs(), 0);
+}
+
+#[test]
+fn many_procs_wake_intact_in_any_order() {
+    const SMALL: u64 = 150;
+    const DEEP: u64 = 20;
+    const BIG: u64 = 10;
+    let rt = runtime();
+    rt.block_on(|| {
+        let mut procs: Vec<(u64, Sender<u64>, JoinHandle<u64>, u64)> = Vec::new();
+        for seed in 0..SMALL + DEEP + BIG {
+            let (tx, rx) = channel::<u64>();
+            let at = Cell::new(0);
+            let (h, want) = if seed < SMALL {
+                let h = spawn(move || rest_with::<32>(seed, &rx, &at)).unwrap();
+                (h, expected::<32>(seed, seed * 3))
+            } else if seed < SMALL + DEEP {
+                let h = spawn(move || deep_rest(20, seed, &rx, &at)).unwrap();
+                (h, expected::<16>(seed, seed * 3) + 20 * 21 / 2)
+            } else {
+                // 1,280 words (10 KiB) live on the segment it parks on
+                // (`grow` makes room for them and the park together): more
+                // than a hibernation copies, so these stay as they are.
+                let h = spawn(move || {
+                    procrt::stack::grow(256 * 1024, || rest_with::<1280>(seed, &rx, &at))
+                })
+                .unwrap();
+                (h, expected::<1280>(seed, seed * 3))
+            };
+            procs.push((seed, tx, h, want));
+        }
+        let n = wait_hibernated((SMALL + DEEP) as usize);
+        assert_eq!(
+            n,
+            (SMALL + DEEP) as usize,
+            "every small and deep proc hibernates, no big one"
+        );
+        // Wake them in a scrambled order; each checks its own stack.
+        let mut order: Vec<usize> = (0..procs.len()).collect();
+        let mut x = 12345u64;
+        for i in (1..order.len()).rev() {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            order.swap(i, (x >> 33) as usize % (i + 1));
+        }
+        let mut handles: Vec<Option<(u64, JoinHandle<u64>, u64)>> = Vec::new();
+        for (seed, tx, h, want) in procs {
+            handles.push(Some((seed, h, want)));
+            tx.send(seed * 3).unwrap();
+        }
+        for i in order {
+            let (seed, h, want) = handles[i].take().unwrap();
+            assert_eq!(h.join().unwrap(), want, "proc seeded {seed}");
+        }
+        assert_eq!(procrt::hibernated_procs(), 0);
+    });
+}
+
+#[test]
+fn an_actor_hibernates_between_calls() {
+    let rt = runtime();
+    rt.block_on(|| {
+        let addr = spawn_actor(
+            0u64,
+            |n: &mut u64, (k, reply): (u64, procrt::actor::Reply<u64>), _| {
+                *n += k;
+                let _ = reply.send(*n);
+            },
+        );
+        for round in 1..=3u64 {
+            assert_eq!(
+                wait_hibernated(1),
+                1,
+                "round {round}: the idle actor did not hibernate"
+            );
+            let got = addr.call(|r| (round, r), Duration::from_secs(10)).unwrap();
+            assert_eq!(got, (1..=round).sum::<u64>());
+        }
+    });
+}
+
+#[test]
+fn dropping_the_runtime_unwinds_hibernated_procs() {
+    let dropped = Rc::new(Cell::new(0usize));
+    let rt = runtime();
+    let d = dropped.clone();
+    let senders = rt.block_on(move || {
+        let mut senders = Vec::new();
+        for seed in 0..20u64 {
+            let (tx, rx) = channel::<u64>();
+            let guard = DropCounter::new(&d);
+            spawn(move || {
+                let _guard = guard;
+                let at = Cell::new(0);
+                rest_with::<32>(seed, &rx, &at)
+            })
+            .unwrap();
+            senders.push(tx);
+        }
+        assert_eq!(wait_hibernated(20), 20);
+        senders
+    });
+    assert_eq!(rt.hibernated_procs(), 20);
+    assert_eq!(dropped.get(), 0);
+    drop(rt);
+    assert_eq!(
+        dropped.get(),
+        20,
+        "every cancelled proc ran its destructors"
+    );
+    drop(senders);
+}
+
+#[test]
+fn an_exit_signal_ends_a_hibernated_proc() {
+    let rt = runtime();
+    rt.block_on(|| {
+        let (tx, rx) = channel::<u64>();
+        let rester = spawn(move || {
+            let at = Cell::new(0);
+            rest_with::<32>(1, &rx, &at)
+        })
+        .unwrap();
+        let rester_id = rester.id();
+        assert_eq!(wait_hibernated(1), 1);
+        let killer = spawn(move || {
+            link(rester_id);
+            panic!("killer goes down");
+        })
+        .unwrap();
+        assert!(matches!(killer.join(), Err(JoinError::Panicked(_))));
+        match rester.join() {
+            Err(JoinError::Exited(_)) => {}
+            other => panic!("expected the linked rester to exit, got {other:?}"),
+        }
+        drop(tx);
+        assert_eq!(procrt::hibernated_procs(), 0);
+    });
+}
+
+#[test]
+fn other_waits_and_a_disabled_runtime_keep_their_stacks() {
+    // Off: nothing hibernates.
+    let rt = Runtime::builder().hibernate_after(None).build().unwrap();
+    rt.block_on(|| {
+        let (tx, rx) = channel::<u64>();
+        let h = spawn(move || rx.recv().unwrap()).unwrap();
+        sleep(REST * 10);
+        assert_eq!(procrt::hibernated_procs(), 0);
+        tx.send(5).unwrap();
+        assert_eq!(h.join().unwrap(), 5);
+    });
+    // On: a timed wait, a join and a sleep are not rests.
+    let rt = runtime();
+    rt.block_on(|| {
+        let (tx, rx) = channel::<u64>();
+        let timed = spawn(move || rx.recv_timeout(Duration::from_secs(30)).unwrap()).unwrap();
+        let sleeper = spawn(|| sleep(REST * 10)).unwrap();
+        let joiner = spawn(move || sleeper.join().unwrap()).unwrap();
+        sleep(REST * 10);
+        assert_eq!(procrt::hibernated_procs(), 0);
+        joiner.join().unwrap();
+        tx.send(6).unwrap();
+        assert_eq!(timed.join().unwrap(), 6);
+    });
+}
+
+#[test]
+fn a_runtime_of_hibernated_procs_sleeps() {
+    let rt = runtime();
+    rt.block_on(|| {
+        let mut senders = Vec::new();
+        for _ in 0..50 {
+            let (tx, rx) = channel::<u64>();
+            spawn(move || rx.recv().unwrap()).unwrap();
+            senders.push(tx);
+        }
+        assert_eq!(wait_hibernated(50), 50);
+        // Sweeps stop once everything is hibernated: while the root sleeps
+        // the thread blocks once or twice, not every `REST`.
+        let before = blocked_count();
+        sleep(Duration::from_millis(300));
+        let blocked = blocked_count() - before;
+        assert!(
+            blocked <= 4,
+            "a runtime of hibernated procs woke {blocked} times in 300 ms"
+        );
+        for tx in &senders {
+            tx.send(1).unwrap();
+        }
+    });
+}
+
+/// Times this thread has blocked (voluntary context switches).
+fn blocked_count() -> i64 {
+    // SAFETY: all-zero is a valid rusage, filled by getrusage.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid `who` and a valid out-pointer.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    assert_eq!(r, 0);
+    ru.ru_nvcsw as i64
+}
