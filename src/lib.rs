@@ -44,12 +44,13 @@
 //!   unwinds its partner at a blocking point (`park`, `yield_now`, `join`,
 //!   `spawn`, a channel wait); a proc that never blocks cannot be ended,
 //!   and no other proc runs meanwhile.
-//! - A proc that waits in a channel's `recv` for longer than
-//!   [`RuntimeBuilder::hibernate_after`] (half a second by default) has the
-//!   live bytes of its stack moved to the heap and its stack pages given
-//!   back, until the wake puts them back. Safe code cannot tell; `unsafe`
-//!   code that lets another proc or thread touch a proc's stack memory
-//!   while it waits in `recv` must set `hibernate_after(None)`.
+//! - A proc that waits in a channel operation, a `select`, an I/O wait or
+//!   `sleep` for longer than [`RuntimeBuilder::hibernate_after`] (half a
+//!   second by default) has the live bytes of its stack moved to the heap
+//!   and its stack pages given back, until the wake puts them back. Safe
+//!   code cannot tell; `unsafe` code that lets another proc or thread touch
+//!   a proc's stack memory while it waits there must set
+//!   `hibernate_after(None)`. `park` and `join` never hibernate.
 
 #![warn(missing_docs)]
 

@@ -8,7 +8,7 @@ mod util;
 use procrt::actor::spawn_actor;
 use procrt::chan::{channel, Receiver, Sender};
 use procrt::{link, sleep, spawn, JoinError, JoinHandle, Runtime};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use util::DropCounter;
@@ -255,7 +255,7 @@ fn an_exit_signal_ends_a_hibernated_proc() {
 }
 
 #[test]
-fn other_waits_and_a_disabled_runtime_keep_their_stacks() {
+fn park_join_and_a_disabled_runtime_keep_their_stacks() {
     // Off: nothing hibernates.
     let rt = Runtime::builder().hibernate_after(None).build().unwrap();
     rt.block_on(|| {
@@ -266,18 +266,97 @@ fn other_waits_and_a_disabled_runtime_keep_their_stacks() {
         tx.send(5).unwrap();
         assert_eq!(h.join().unwrap(), 5);
     });
-    // On: a timed wait, a join and a sleep are not rests.
+    // On: `park` (whose callers may share their stack through `unsafe`
+    // code) and `join` are not rests.
     let rt = runtime();
     rt.block_on(|| {
+        let go = Rc::new(Cell::new(false));
+        let waker = Rc::new(RefCell::new(None));
+        let (go2, waker2) = (go.clone(), waker.clone());
+        let parker = spawn(move || {
+            *waker2.borrow_mut() = Some(procrt::unparker());
+            while !go2.get() {
+                procrt::park();
+            }
+        })
+        .unwrap();
         let (tx, rx) = channel::<u64>();
-        let timed = spawn(move || rx.recv_timeout(Duration::from_secs(30)).unwrap()).unwrap();
-        let sleeper = spawn(|| sleep(REST * 10)).unwrap();
+        let sleeper = spawn(move || rx.recv().unwrap()).unwrap();
         let joiner = spawn(move || sleeper.join().unwrap()).unwrap();
-        sleep(REST * 10);
-        assert_eq!(procrt::hibernated_procs(), 0);
-        joiner.join().unwrap();
+        // The receiver rests (and hibernates), the parker and the joiner
+        // do not.
+        assert_eq!(wait_hibernated(1), 1);
+        sleep(REST * 5);
+        assert_eq!(procrt::hibernated_procs(), 1);
         tx.send(6).unwrap();
-        assert_eq!(timed.join().unwrap(), 6);
+        assert_eq!(joiner.join().unwrap(), 6);
+        go.set(true);
+        waker.borrow().as_ref().expect("parker started").unpark();
+        parker.join().unwrap();
+    });
+}
+
+#[test]
+fn timed_waits_selects_sleeps_and_io_waits_hibernate_and_wake_intact() {
+    use procrt::chan::Select;
+    use procrt::net::UnixStream;
+    use std::io::{Read, Write};
+    let rt = runtime();
+    rt.block_on(|| {
+        // A recv with a timeout that the message beats.
+        let (tx1, rx1) = channel::<u64>();
+        let timed = spawn(move || {
+            let at = Cell::new(0);
+            let words = std::hint::black_box([0x5a5a_u64; 16]);
+            at.set(words.as_ptr() as usize);
+            let v = rx1.recv_timeout(Duration::from_secs(60)).unwrap();
+            assert!(std::hint::black_box(words).iter().all(|&w| w == 0x5a5a));
+            v
+        })
+        .unwrap();
+        // A select over two channels.
+        let (tx2, rx2) = channel::<u64>();
+        let (_tx3, rx3) = channel::<u64>();
+        let selector = spawn(move || {
+            let words = std::hint::black_box([0x77_u64; 16]);
+            let mut sel = Select::new();
+            let a = sel.recv(&rx2);
+            let _b = sel.recv(&rx3);
+            let i = sel.ready();
+            assert_eq!(i, a);
+            let v = rx2.try_recv().unwrap();
+            assert!(std::hint::black_box(words).iter().all(|&w| w == 0x77));
+            v
+        })
+        .unwrap();
+        // A sleep past many sweeps.
+        let sleeper = spawn(|| {
+            let words = std::hint::black_box([0x33_u64; 16]);
+            let start = Instant::now();
+            sleep(REST * 50);
+            assert!(start.elapsed() >= REST * 50);
+            assert!(std::hint::black_box(words).iter().all(|&w| w == 0x33));
+            8u64
+        })
+        .unwrap();
+        // A read on a socket nobody writes to yet, into a stack buffer.
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let reader = spawn(move || {
+            let mut a = a;
+            let mut buf = [0u8; 5];
+            a.read_exact(&mut buf).unwrap();
+            u64::from(buf.iter().map(|&x| x as u32).sum::<u32>())
+        })
+        .unwrap();
+        assert_eq!(wait_hibernated(4), 4, "all four waits hibernate");
+        tx1.send(1).unwrap();
+        tx2.send(2).unwrap();
+        b.write_all(&[1, 2, 3, 4, 5]).unwrap();
+        assert_eq!(timed.join().unwrap(), 1);
+        assert_eq!(selector.join().unwrap(), 2);
+        assert_eq!(reader.join().unwrap(), 15);
+        assert_eq!(sleeper.join().unwrap(), 8);
+        assert_eq!(procrt::hibernated_procs(), 0);
     });
 }
 
@@ -298,7 +377,7 @@ fn a_runtime_of_hibernated_procs_sleeps() {
         sleep(Duration::from_millis(300));
         let blocked = blocked_count() - before;
         assert!(
-            blocked <= 4,
+            blocked <= 6,
             "a runtime of hibernated procs woke {blocked} times in 300 ms"
         );
         for tx in &senders {

@@ -1,7 +1,7 @@
 //! The channel itself: `Shared` state, `Sender`, `Receiver`.
 
 use super::{RecvError, RecvTimeoutError, SendError, TryRecvError, TrySendError, Unparker};
-use crate::sched::{park, park_deadline, park_resting, unparker};
+use crate::sched::{park_resting, rest, rest_until, unparker};
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
 use std::fmt;
@@ -275,7 +275,7 @@ impl<T> Sender<T> {
             // (the proc was ended by a link or cancelled): a stale entry
             // would swallow a wake-up meant for a sender that still waits.
             let _withdraw = Withdraw { shared: s, id };
-            park();
+            rest();
         }
     }
 
@@ -421,7 +421,7 @@ impl<T> Receiver<T> {
                 return Err(RecvTimeoutError::Timeout);
             }
             let _waiting = self.wait();
-            park_deadline(deadline);
+            rest_until(deadline);
         }
     }
 

@@ -24,7 +24,7 @@
 //! message stays queued for the next receive.
 
 use super::{Receiver, Sender};
-use crate::sched::{park, park_deadline, unparker};
+use crate::sched::{rest, rest_until, unparker};
 use std::cell::Cell;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -222,9 +222,9 @@ impl<'a> Select<'a> {
         let _withdraw = Withdraw(self, id);
         match deadline {
             Some(d) => {
-                park_deadline(d);
+                rest_until(d);
             }
-            None => park(),
+            None => rest(),
         }
     }
 }

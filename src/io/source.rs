@@ -266,9 +266,9 @@ impl<T: AsFd> Source<T> {
             let unwait = Unwait(&reactor, token, dir, id);
             match deadline {
                 Some(d) => {
-                    crate::sched::park_deadline(d);
+                    crate::sched::rest_until(d);
                 }
-                None => crate::park(),
+                None => crate::sched::rest(),
             }
             drop(unwait);
             // A deregistration (the fd moved runtimes meanwhile) ends the

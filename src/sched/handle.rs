@@ -260,7 +260,36 @@ pub fn park_timeout(timeout: Duration) -> bool {
 /// Parks until unparked or until `deadline`; true when the deadline passed.
 pub(crate) fn park_deadline(deadline: Instant) -> bool {
     with_rt("park_timeout", |rt| {
-        stack::grow(stack::ENTRY_STACK, || rt.park_until(deadline))
+        stack::grow(stack::ENTRY_STACK, || {
+            rt.park_until(deadline, State::Parked)
+        })
+    })
+}
+
+/// [`park`] for the runtime's own blocking primitives, whose wakers keep
+/// everything they hand over in shared heap state and never touch the
+/// waiting proc's stack: the proc *rests*, so its stack may be hibernated
+/// if the wait is long (see `hibernate.rs`). The public `park` cannot
+/// promise that for its callers.
+///
+/// # Panics
+///
+/// Outside a proc.
+pub(crate) fn rest() {
+    with_rt("park", |rt| {
+        stack::grow(stack::ENTRY_STACK, || {
+            let me = rt.current().expect("procrt: park called outside a proc");
+            rt.park_proc(me, State::Resting)
+        })
+    })
+}
+
+/// [`park_deadline`] that rests, like [`rest`].
+pub(crate) fn rest_until(deadline: Instant) -> bool {
+    with_rt("park_timeout", |rt| {
+        stack::grow(stack::ENTRY_STACK, || {
+            rt.park_until(deadline, State::Resting)
+        })
     })
 }
 
@@ -295,7 +324,7 @@ pub fn sleep(dur: Duration) {
 /// Outside a proc.
 pub fn sleep_until(deadline: Instant) {
     while Instant::now() < deadline {
-        park_deadline(deadline);
+        rest_until(deadline);
     }
 }
 

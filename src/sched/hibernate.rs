@@ -1,4 +1,4 @@
-//! Hibernation: giving back the stack pages of procs that rest for long.
+//! Hibernation: giving back the stack pages of procs that wait for long.
 //!
 //! # Design
 //!
@@ -9,13 +9,18 @@
 //! processes that wait long; Go shrinks the stacks of idle goroutines at
 //! each collection. procrt does the first automatically:
 //!
-//! - A proc that parks in a channel's `recv` is `Resting`, not `Parked`:
-//!   while it waits, nothing outside the proc reads or writes its stack.
-//!   The channel keeps the proc's unparker and its messages in the shared
-//!   (heap) state, spawn takes `'static` closures, so no other proc holds
-//!   a reference into the stack, and no procrt code keeps one there. Other
-//!   parks (I/O, timers, join, select, `park`) stay `Parked` and are never
-//!   hibernated.
+//! - A proc that waits in one of the runtime's own blocking primitives is
+//!   `Resting`, not `Parked`: a channel's `recv` (also with a timeout), a
+//!   `send` on a full channel, a `select`, a wait for I/O readiness, and
+//!   `sleep`. While it waits, nothing outside the proc reads or writes its
+//!   stack: each of these keeps the proc's unparker and whatever is handed
+//!   over (messages, readiness, timer entries) in shared heap state; the
+//!   kernel writes a read buffer only during the `read` the proc makes
+//!   after its wake; and spawn takes `'static` closures, so no other proc
+//!   holds a reference into the stack. The public `park` and
+//!   `park_timeout`, `join` and `spawn_blocking` stay `Parked` and are
+//!   never hibernated: a user's protocol around `park` may share its stack
+//!   through `unsafe` code.
 //! - A *sweep* walks the live procs at most every `hibernate_after`
 //!   (default [`DEFAULT_HIBERNATE_AFTER`], set on the runtime's builder):
 //!   a `Resting` proc becomes `RestingSeen`; one found `RestingSeen` by the
@@ -61,9 +66,10 @@
 //! corosensei fallback, whose saved context procrt cannot see.
 //!
 //! The promise this rests on, for code using `unsafe`: while a proc waits in
-//! `recv`, no other proc or thread may read or write memory on its stack
-//! (say, through a raw pointer the proc handed out before it waited). Such
-//! code must turn hibernation off with `hibernate_after(None)`. Debug builds
+//! one of those primitives, no other proc or thread may read or write
+//! memory on its stack (say, through a raw pointer the proc handed out
+//! before it waited). Such code must turn hibernation off with
+//! `hibernate_after(None)`. Debug builds
 //! check, when restoring, that nothing wrote to the given-back pages.
 //! Fuzzing builds (`cfg(fuzzing)`) default to off: under ASan, the copy of
 //! a stack reads its poisoned redzones.
@@ -79,7 +85,8 @@ use std::alloc::Layout;
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-/// How long a proc must rest in `recv` before its stack may be hibernated
+/// How long a proc must rest (in `recv`, `select`, an I/O wait, `sleep`)
+/// before its stack may be hibernated
 /// (the default of [`RuntimeBuilder::hibernate_after`](crate::RuntimeBuilder::hibernate_after)).
 /// A proc is hibernated between one and two of these after it parked.
 pub const DEFAULT_HIBERNATE_AFTER: Duration = Duration::from_millis(500);

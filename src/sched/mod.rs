@@ -81,7 +81,7 @@ pub use handle::{
     current, hibernated_procs, park, park_timeout, run, sleep, sleep_until, spawn, try_current,
     unparker, yield_now, Builder, JoinHandle, ProcInfo, Unparker,
 };
-pub(crate) use handle::{park_deadline, park_resting};
+pub(crate) use handle::{park_resting, rest, rest_until};
 pub use hibernate::DEFAULT_HIBERNATE_AFTER;
 pub(crate) use monitor::{add_monitor, set_trap, DownSink};
 pub use monitor::{demonitor, link, unlink, Down, ExitReason, MonitorRef};

@@ -204,17 +204,19 @@ impl RuntimeBuilder {
         self
     }
 
-    /// How long a proc must wait in a channel's `recv` before the runtime
-    /// may *hibernate* its stack: copy the few hundred live bytes to the
-    /// heap and give the stack's pages back to the kernel, until a wake
-    /// puts them back (default [`DEFAULT_HIBERNATE_AFTER`], half a
-    /// second; `None`: never). An idle actor then costs about a kilobyte
-    /// instead of a page; waking a hibernated one costs a page fault and
-    /// the copy back, a microsecond or two.
+    /// How long a proc must wait in a channel operation (`recv`, a `send`
+    /// on a full channel, `select`), for I/O readiness, or in `sleep`,
+    /// before the runtime may *hibernate* its stack: copy the few hundred
+    /// live bytes to the heap and give the stack's pages back to the
+    /// kernel, until a wake puts them back (default
+    /// [`DEFAULT_HIBERNATE_AFTER`], half a second; `None`: never). An idle
+    /// actor then costs about a kilobyte instead of a page; waking a
+    /// hibernated one costs a page fault and the copy back, about 1.5 µs.
+    /// `park`, `park_timeout`, `join` and `spawn_blocking` never hibernate.
     ///
     /// Code that lets another proc or thread read or write a proc's stack
-    /// (through a raw pointer) while that proc waits in `recv` must turn
-    /// hibernation off: the bytes are elsewhere meanwhile.
+    /// (through a raw pointer) while that proc waits in one of those must
+    /// turn hibernation off: the bytes are elsewhere meanwhile.
     ///
     /// ```
     /// use std::time::Duration;
@@ -437,8 +439,8 @@ impl Runtime {
         unsafe { (*self.rt.pool.get()).stats() }
     }
 
-    /// Procs whose stacks are hibernated now: they rested in a channel's
-    /// `recv` for longer than [`hibernate_after`](RuntimeBuilder::hibernate_after).
+    /// Procs whose stacks are hibernated now: they waited for longer than
+    /// [`hibernate_after`](RuntimeBuilder::hibernate_after).
     pub fn hibernated_procs(&self) -> usize {
         self.rt.hibernation.count()
     }
@@ -561,8 +563,10 @@ impl Rt {
 
     /// Parks the running proc until a wake or until `deadline`, whichever
     /// comes first; returns true if the deadline passed. Returns at once
-    /// (false) if a wake token was waiting.
-    pub(crate) fn park_until(&self, deadline: Instant) -> bool {
+    /// (false) if a wake token was waiting. `parked` as in
+    /// [`park_proc`](Self::park_proc).
+    pub(crate) fn park_until(&self, deadline: Instant, parked: State) -> bool {
+        debug_assert!(matches!(parked, State::Parked | State::Resting));
         let me = self
             .current
             .get()
@@ -579,7 +583,7 @@ impl Rt {
             return true;
         }
         self.arm_timer(me, deadline);
-        p.state.set(State::Parked);
+        p.state.set(parked);
         self.switch_from(me);
         // Disarm: a stale entry is dropped when it comes up.
         p.timer.set(0);
