@@ -395,3 +395,57 @@ fn blocked_count() -> i64 {
     assert_eq!(r, 0);
     ru.ru_nvcsw as i64
 }
+
+/// Debug builds check, when they restore a stack, that nothing wrote to its
+/// pages while they were given back: here a proc breaks the contract (it
+/// writes, through a raw pointer, into a hibernated proc's stack), and the
+/// process ends with a message naming the proc and the address.
+#[cfg(debug_assertions)]
+#[test]
+fn a_write_into_a_hibernated_stack_is_caught() {
+    const ROLE: &str = "write-into-hibernated";
+    if util::child_role().as_deref() == Some(ROLE) {
+        let rt = runtime();
+        rt.block_on(|| {
+            let (tx, rx) = channel::<u64>();
+            let at = Rc::new(Cell::new(0usize));
+            let at2 = at.clone();
+            let h = spawn(move || {
+                println!("id={}", procrt::current().id());
+                let mut word = std::hint::black_box([0u64; 4]);
+                at2.set(word.as_mut_ptr() as usize);
+                let v = rx.recv().unwrap();
+                v + std::hint::black_box(word)[0]
+            })
+            .unwrap();
+            assert_eq!(wait_hibernated(1), 1);
+            // SAFETY: deliberately not: the word lies on a hibernated
+            // stack, which the contract forbids touching. The page is
+            // still mapped, so the write itself is defined; the restore
+            // must notice it.
+            unsafe { *(at.get() as *mut u64) = 0xbad };
+            tx.send(1).unwrap();
+            h.join().unwrap()
+        });
+        println!("child: survived");
+        return;
+    }
+    let out = util::run_child("a_write_into_a_hibernated_stack_is_caught", ROLE);
+    assert_eq!(out.signal(), Some(util::SIGABRT), "{}", out.describe());
+    let id = out
+        .stdout
+        .lines()
+        .find_map(|l| l.split_once("id=").map(|(_, id)| id.trim().to_owned()))
+        .unwrap_or_else(|| panic!("child printed no id: {}", out.describe()));
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("hibernated proc"))
+        .unwrap_or_else(|| panic!("no report: {}", out.describe()));
+    assert!(
+        line.contains(&format!(
+            "the stack of hibernated proc {id} was written at 0x"
+        )),
+        "{line}"
+    );
+}
