@@ -6,7 +6,7 @@
 mod util;
 
 use procrt::actor::spawn_actor;
-use procrt::chan::{channel, Receiver, Sender};
+use procrt::chan::{channel, Receiver, RecvTimeoutError, Sender};
 use procrt::{link, sleep, spawn, JoinError, JoinHandle, Runtime};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -448,4 +448,130 @@ fn a_write_into_a_hibernated_stack_is_caught() {
         )),
         "{line}"
     );
+}
+
+/// A small deterministic generator for the churn test.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Tokens hop between procs at random while hibernation is quick (1 ms):
+/// procs are hibernated and woken all the time, in `recv`, in
+/// `recv_timeout`, in `select`, in `sleep` and on grown segments, and each
+/// checks its own stack after every wait.
+#[test]
+fn procs_hibernated_and_woken_at_random_keep_their_stacks() {
+    use procrt::chan::Select;
+    const PROCS: usize = 24;
+    const TOKENS: u64 = 6;
+    const HOPS: u64 = 600;
+    let rt = Runtime::builder()
+        .hibernate_after(Some(Duration::from_millis(1)))
+        .build()
+        .unwrap();
+    let (hops, seen) = rt.block_on(|| {
+        let hops = Rc::new(Cell::new(0u64));
+        let mut txs = Vec::new();
+        let mut rxs = Vec::new();
+        for _ in 0..PROCS {
+            let (tx, rx) = channel::<u64>();
+            txs.push(tx);
+            rxs.push(rx);
+        }
+        let txs = Rc::new(txs);
+        let mut handles = Vec::new();
+        for (i, rx) in rxs.into_iter().enumerate() {
+            let txs = txs.clone();
+            let hops = hops.clone();
+            handles.push(
+                spawn(move || {
+                    let mut rng = Lcg(i as u64 + 1);
+                    let (_never_tx, never) = channel::<u64>();
+                    let mut n = 0u64;
+                    loop {
+                        n += 1;
+                        let seed = (i as u64) << 32 | n;
+                        let token = match rng.next(4) {
+                            0 => {
+                                let at = Cell::new(0);
+                                // `rest_with` adds its words' sum: take it off.
+                                rest_with::<24>(seed, &rx, &at)
+                                    .wrapping_sub(expected::<24>(seed, 0))
+                            }
+                            1 => {
+                                let at = Cell::new(0);
+                                procrt::stack::grow(64 * 1024, || {
+                                    deep_rest(3, seed, &rx, &at)
+                                        .wrapping_sub(expected::<16>(seed, 0) + 6)
+                                })
+                            }
+                            2 => loop {
+                                let words = std::hint::black_box([seed; 8]);
+                                match rx.recv_timeout(Duration::from_millis(3)) {
+                                    Ok(t) => {
+                                        assert!(words.iter().all(|&w| w == seed));
+                                        break t;
+                                    }
+                                    Err(e) => {
+                                        assert!(matches!(e, RecvTimeoutError::Timeout), "{e:?}")
+                                    }
+                                }
+                                assert!(std::hint::black_box(words).iter().all(|&w| w == seed));
+                            },
+                            _ => {
+                                let words = std::hint::black_box([!seed; 8]);
+                                let mut sel = Select::new();
+                                let mine = sel.recv(&rx);
+                                let _other = sel.recv(&never);
+                                assert_eq!(sel.ready(), mine);
+                                assert!(std::hint::black_box(words).iter().all(|&w| w == !seed));
+                                rx.try_recv().unwrap()
+                            }
+                        };
+                        if token == u64::MAX {
+                            return n;
+                        }
+                        // Hold the token a moment (a sleep that may
+                        // hibernate too), then pass it on or end the game.
+                        let words = std::hint::black_box([seed ^ 1; 8]);
+                        sleep(Duration::from_micros(rng.next(2500)));
+                        assert!(std::hint::black_box(words).iter().all(|&w| w == seed ^ 1));
+                        hops.set(hops.get() + 1);
+                        if hops.get() >= HOPS {
+                            for tx in txs.iter() {
+                                let _ = tx.send(u64::MAX);
+                            }
+                        } else {
+                            let to = rng.next(PROCS as u64) as usize;
+                            txs[to].send(token + 1).unwrap();
+                        }
+                    }
+                })
+                .unwrap(),
+            );
+        }
+        for t in 0..TOKENS {
+            txs[t as usize * 3 % PROCS].send(0).unwrap();
+        }
+        let mut seen = 0;
+        while hops.get() < HOPS {
+            seen = seen.max(procrt::hibernated_procs());
+            sleep(Duration::from_micros(300));
+        }
+        for h in handles {
+            h.join().unwrap();
+        }
+        (hops.get(), seen)
+    });
+    assert!(hops >= HOPS);
+    assert!(seen > 0, "no proc was ever hibernated");
+    assert_eq!(rt.hibernated_procs(), 0);
 }
