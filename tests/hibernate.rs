@@ -575,3 +575,52 @@ fn procs_hibernated_and_woken_at_random_keep_their_stacks() {
     assert!(seen > 0, "no proc was ever hibernated");
     assert_eq!(rt.hibernated_procs(), 0);
 }
+
+/// On a runtime that never goes idle (procs keep yielding), sweeps go on
+/// in steps from the scheduler's periodic check, and reach every resting
+/// proc, even with more of them than one step looks at.
+#[test]
+fn a_busy_runtime_hibernates_in_steps() {
+    const RESTING: usize = 3000;
+    let rt = runtime();
+    rt.block_on(|| {
+        let stop = Rc::new(Cell::new(false));
+        let spinners: Vec<_> = (0..2)
+            .map(|_| {
+                let stop = stop.clone();
+                spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.get() {
+                        procrt::yield_now();
+                        n += 1;
+                    }
+                    n
+                })
+                .unwrap()
+            })
+            .collect();
+        let mut resting = Vec::new();
+        for seed in 0..RESTING as u64 {
+            let (tx, rx) = channel::<u64>();
+            let h = spawn(move || {
+                let at = Cell::new(0);
+                rest_with::<8>(seed, &rx, &at)
+            })
+            .unwrap();
+            resting.push((seed, tx, h));
+        }
+        let start = Instant::now();
+        while procrt::hibernated_procs() < RESTING && start.elapsed() < PATIENCE {
+            procrt::yield_now();
+        }
+        assert_eq!(procrt::hibernated_procs(), RESTING);
+        stop.set(true);
+        for h in spinners {
+            assert!(h.join().unwrap() > 0);
+        }
+        for (seed, tx, h) in resting {
+            tx.send(seed).unwrap();
+            assert_eq!(h.join().unwrap(), expected::<8>(seed, seed));
+        }
+    });
+}

@@ -183,7 +183,7 @@ impl Rt {
         }
         if sweep.is_some() || deadline.is_some() {
             let now = Instant::now();
-            self.sweep_if_due(now);
+            self.sweep_if_due(now, usize::MAX);
             if deadline.is_some() {
                 self.fire_timers(now);
             }

@@ -46,13 +46,18 @@
 //! back cost about 1.5 µs per wake, which a proc that rested at least
 //! `hibernate_after` does not notice.
 //!
-//! When sweeps run: on a busy runtime the scheduler's periodic check looks
-//! at the clock every `SWEEP_CHECK_EVERY` picks and sweeps when a period
-//! has passed; an idle runtime folds the next sweep into its wait, but only
-//! while there is something to sweep (procs ran since the last sweep, or the
-//! last one marked procs), so a runtime that stays idle sleeps for good
-//! after at most two sweeps. A sweep reads the state of every live proc:
-//! O(live procs) per period.
+//! When sweeps run: a sweep is a *pass* over the live-proc table, started
+//! at most every `hibernate_after`. On a busy runtime the scheduler's
+//! periodic check looks at the clock every `SWEEP_CHECK_EVERY` picks and
+//! starts a pass when one is due; the pass then goes on by `SWEEP_STEP`
+//! slots at each check, so that a runtime with a million procs never
+//! stops for the whole table at once (about 10 µs a step against the
+//! 4,096 picks between checks). An idle runtime has nothing better to do:
+//! it finishes a pass in one go, and it folds the next pass into its wait,
+//! but only while there is something to sweep (procs ran since the last
+//! pass, or the last one marked procs), so a runtime that stays idle sleeps
+//! for good after at most two passes. A pass reads the state of every live
+//! proc: O(live procs) per period.
 //!
 //! A sweep allocates nothing but the copies (with a fallible allocation: a
 //! proc whose copy cannot be had is left as it is), because a guarded
@@ -94,6 +99,9 @@ pub const DEFAULT_HIBERNATE_AFTER: Duration = Duration::from_millis(500);
 /// Picks between two looks at the clock for a sweep on a busy runtime.
 const SWEEP_CHECK_EVERY: u32 = 4096;
 
+/// Live-table slots a busy runtime's sweep looks at per check.
+const SWEEP_STEP: usize = 1024;
+
 /// Most live stack bytes a hibernation copies.
 const MAX_COPY: usize = 8 * 1024;
 
@@ -115,12 +123,16 @@ const RESTORE_STACK: usize = 4 * 1024;
 pub(super) struct Hibernation {
     /// Rest needed before hibernation; `None`: never hibernate.
     after: Option<Duration>,
-    /// When the last sweep ran (the runtime's start before the first).
-    last_sweep: Cell<Instant>,
-    /// The scheduler's pick counter at the last sweep: a different value
-    /// means procs ran since, and may have come to rest.
+    /// When the last pass started (the runtime's start before the first).
+    last_pass: Cell<Instant>,
+    /// The next slot of the pass in progress; `None` between passes.
+    cursor: Cell<Option<usize>>,
+    /// The pass in progress has marked procs so far.
+    marking: Cell<bool>,
+    /// The scheduler's pick counter when the last pass ended: a different
+    /// value means procs ran since, and may have come to rest.
     swept_at_tick: Cell<u32>,
-    /// The last sweep marked procs `RestingSeen`: the next one may
+    /// The last pass marked procs `RestingSeen`: the next one may
     /// hibernate them.
     marked: Cell<bool>,
     /// Procs hibernated now.
@@ -134,7 +146,9 @@ impl Hibernation {
     pub(super) fn new(after: Option<Duration>) -> Self {
         Hibernation {
             after,
-            last_sweep: Cell::new(Instant::now()),
+            last_pass: Cell::new(Instant::now()),
+            cursor: Cell::new(None),
+            marking: Cell::new(false),
             swept_at_tick: Cell::new(0),
             marked: Cell::new(false),
             count: Cell::new(0),
@@ -187,59 +201,82 @@ impl Ranges {
 
 impl Rt {
     /// From the scheduler's periodic check, every `CHECK_EVERY` picks:
-    /// sweeps when a period has passed (looking at the clock only every
-    /// `SWEEP_CHECK_EVERY` picks).
+    /// every `SWEEP_CHECK_EVERY` picks, goes on with a pass or starts one
+    /// that is due, for `SWEEP_STEP` slots.
     #[inline]
     pub(super) fn hibernation_tick(&self, ticks: u32) {
         if self.hibernation().after.is_some() && ticks % SWEEP_CHECK_EVERY == 0 {
-            self.sweep_if_due(Instant::now());
+            self.sweep_if_due(Instant::now(), SWEEP_STEP);
         }
     }
 
-    /// When an idle runtime should wake up for a sweep: `None` when
-    /// hibernation is off, or when nothing ran and nothing was marked since
-    /// the last sweep (nothing new can be resting).
+    /// When an idle runtime should wake up for a sweep: now while a pass is
+    /// in progress; `None` when hibernation is off, or when nothing ran and
+    /// nothing was marked since the last pass (nothing new can be resting).
     ///
     /// "Nothing ran": the pick counter moved by at most one, the empty pick
-    /// of `block_on`'s loop that led back into `idle` after the sweep. A
+    /// of `block_on`'s loop that led back into `idle` after the pass. A
     /// proc that ran adds at least two (its pick and the pick when it
     /// stopped).
     pub(super) fn next_sweep(&self) -> Option<Instant> {
         let h = self.hibernation();
         let after = h.after?;
+        if h.cursor.get().is_some() {
+            return Some(h.last_pass.get());
+        }
         let ran = self.ticks().wrapping_sub(h.swept_at_tick.get()) > 1;
-        (ran || h.marked.get()).then(|| h.last_sweep.get() + after)
+        (ran || h.marked.get()).then(|| h.last_pass.get() + after)
     }
 
-    /// Sweeps if a period has passed since the last sweep (never while the
-    /// runtime is being dropped: it resumes every proc).
+    /// Goes on with the pass in progress, or starts one if `after` has
+    /// passed since the last one started, for at most `budget` slots of
+    /// the live table (never while the runtime is being dropped: it
+    /// resumes every proc).
     #[cold]
-    pub(super) fn sweep_if_due(&self, now: Instant) {
+    pub(super) fn sweep_if_due(&self, now: Instant, budget: usize) {
         let h = self.hibernation();
         let Some(after) = h.after else { return };
-        if self.shutting_down() || now.saturating_duration_since(h.last_sweep.get()) < after {
+        if self.shutting_down() {
             return;
         }
-        h.last_sweep.set(now);
-        h.swept_at_tick.set(self.ticks());
-        stack::grow(SWEEP_STACK, || self.sweep());
+        let from = match h.cursor.get() {
+            Some(c) => c,
+            None if now.saturating_duration_since(h.last_pass.get()) >= after => {
+                h.last_pass.set(now);
+                h.marking.set(false);
+                0
+            }
+            None => return,
+        };
+        stack::grow(SWEEP_STACK, || {
+            let to = self.sweep(from, budget);
+            if to.is_some() {
+                h.cursor.set(to);
+            } else {
+                h.cursor.set(None);
+                h.marked.set(h.marking.get());
+                h.swept_at_tick.set(self.ticks());
+            }
+        });
     }
 
-    /// One sweep: marks resting procs, hibernates the ones marked before.
-    fn sweep(&self) {
+    /// Sweeps live-table slots from `from`, at most `budget` of them:
+    /// marks resting procs, hibernates the ones marked by the pass before.
+    /// Returns the slot to go on from, `None` at the table's end.
+    fn sweep(&self, from: usize, budget: usize) -> Option<usize> {
         let current = self.current();
         let mut marked = false;
         let mut ranges = Ranges {
             buf: [(0, 0); BATCH],
             len: 0,
         };
-        self.for_each_live(|p| match p.get().state.get() {
+        let next = self.for_each_live_from(from, budget, |p| match p.get().state.get() {
             State::Resting => {
                 p.get().state.set(State::RestingSeen);
                 marked = true;
             }
             State::RestingSeen if Some(p) != current => {
-                // Declined: it stays RestingSeen, and the next sweep
+                // Declined: it stays RestingSeen, and the next pass
                 // declines again, cheaply.
                 if let Some(r) = self.copy_out(p) {
                     ranges.push(r);
@@ -248,7 +285,10 @@ impl Rt {
             _ => {}
         });
         ranges.flush();
-        self.hibernation().marked.set(marked);
+        if marked {
+            self.hibernation().marking.set(true);
+        }
+        next
     }
 
     /// The live part of `p`'s stack, `[sp, end)`, if it can be hibernated.

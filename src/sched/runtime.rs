@@ -796,14 +796,23 @@ impl Rt {
         (p.get().id == id && p.get().state.get() != State::Done).then_some(p)
     }
 
-    /// Runs `f` on every proc in the live table.
-    pub(super) fn for_each_live(&self, mut f: impl FnMut(ProcRef)) {
+    /// Runs `f` on the procs in the live table's slots `from..`, at most
+    /// `budget` slots; returns the slot after the last one looked at, or
+    /// `None` when that was the table's end.
+    pub(super) fn for_each_live_from(
+        &self,
+        from: usize,
+        budget: usize,
+        mut f: impl FnMut(ProcRef),
+    ) -> Option<usize> {
         // SAFETY: touched only by this thread; `f` neither switches nor
         // spawns nor ends procs (the table does not change under it).
         let live = unsafe { &*self.live.get() };
-        for p in live.iter().flatten() {
+        let to = from.saturating_add(budget).min(live.len());
+        for p in live.get(from..to).unwrap_or(&[]).iter().flatten() {
             f(*p);
         }
+        (to < live.len()).then_some(to)
     }
 
     /// The hibernation state.
