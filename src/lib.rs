@@ -71,7 +71,7 @@ pub use sched::{
     current, demonitor, handle, hibernated_procs, link, park, park_timeout, remote_unparker, run,
     sleep, sleep_until, spawn, spawn_blocking, try_current, unlink, unparker, yield_now, Builder,
     Down, ExitReason, Handle, JoinHandle, MonitorRef, ProcId, ProcInfo, RemoteUnparker, Runtime,
-    RuntimeBuilder, Unparker, DEFAULT_HIBERNATE_AFTER,
+    RuntimeBuilder, Unparker, DEFAULT_HIBERNATE_AFTER, DEFAULT_IDLE_SPIN,
 };
 
 /// The README's code blocks, compiled and run by `cargo test`.

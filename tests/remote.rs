@@ -23,6 +23,56 @@ fn thread_cpu() -> Duration {
 }
 
 #[test]
+fn a_runtime_stops_spinning_when_traffic_stops() {
+    // A thread echoes 2,000 one-byte messages as fast as it can: the
+    // runtime's waits are short, so it spins between them (`idle_spin`).
+    let (mine, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (quiet_tx, quiet_rx) = mpsc::channel::<()>();
+    let echo = std::thread::spawn(move || {
+        let mut theirs = theirs;
+        let mut b = [0u8; 1];
+        for _ in 0..2000 {
+            theirs.read_exact(&mut b).unwrap();
+            theirs.write_all(&b).unwrap();
+        }
+        // Keep the socket open, silent, until the test is done.
+        quiet_rx.recv().unwrap();
+    });
+    let rt = Runtime::builder()
+        .idle_spin(Duration::from_micros(50))
+        .build()
+        .unwrap();
+    rt.block_on(move || {
+        let mut s = UnixStream::from(std::os::fd::OwnedFd::from(mine));
+        for i in 0..2000u32 {
+            s.write_all(&[i as u8]).unwrap();
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).unwrap();
+            assert_eq!(b[0], i as u8);
+        }
+        // A reader waits on the now silent socket (so the runtime has an
+        // fd to poll), and the root sleeps: after at most one spin the
+        // runtime sleeps in the kernel.
+        let reader = spawn(move || {
+            let mut b = [0u8; 1];
+            (&s).read(&mut b).unwrap()
+        })
+        .unwrap();
+        let before = thread_cpu();
+        procrt::sleep(Duration::from_millis(200));
+        let used = thread_cpu() - before;
+        assert!(
+            used < Duration::from_millis(40),
+            "a quiet runtime after a burst used {used:?} of CPU in 200 ms"
+        );
+        quiet_tx.send(()).unwrap();
+        // The thread ends and closes its end: the reader sees EOF.
+        assert_eq!(reader.join().unwrap(), 0);
+    });
+    echo.join().unwrap();
+}
+
+#[test]
 fn other_threads_spawn_procs_through_a_handle() {
     let rt = Runtime::new().unwrap();
     let handle = rt.handle().unwrap();

