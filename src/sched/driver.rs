@@ -186,14 +186,16 @@ impl Rt {
                 if !can_wake && deadline.is_none() {
                     return false;
                 }
-                let timeout = match wake_at {
+                let timeout = |now| match wake_at {
                     _ if pending => 0,
-                    Some(d) => timeout_ms(d, Instant::now()),
+                    Some(d) => timeout_ms(d, now),
                     None => -1,
                 };
-                if timeout == 0 || !self.spin_for_io(o, wake_at) {
+                if timeout(Instant::now()) == 0 || !self.spin_for_io(o, wake_at) {
+                    // After a spin that found nothing, the time to the
+                    // deadline is shorter by the spin.
                     let slept = Instant::now();
-                    self.poll_reactor(o, timeout);
+                    self.poll_reactor(o, timeout(slept));
                     self.set_last_wait(slept.elapsed());
                 }
                 if o.remote.is_pending() {

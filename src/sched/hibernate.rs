@@ -21,11 +21,11 @@
 //!   `park_timeout`, `join` and `spawn_blocking` stay `Parked` and are
 //!   never hibernated: a user's protocol around `park` may share its stack
 //!   through `unsafe` code.
-//! - A *sweep* walks the live procs at most every `hibernate_after`
-//!   (default [`DEFAULT_HIBERNATE_AFTER`], set on the runtime's builder):
-//!   a `Resting` proc becomes `RestingSeen`; one found `RestingSeen` by the
-//!   next sweep has rested a whole period without a wake, and is
-//!   hibernated: the live part of its stack, from its saved stack pointer
+//! - A *sweep* passes over the live procs, a pass starting at most every
+//!   `hibernate_after` (default [`DEFAULT_HIBERNATE_AFTER`], set on the
+//!   runtime's builder): a `Resting` proc becomes `RestingSeen`; one found
+//!   `RestingSeen` by the next pass has rested a whole period without a
+//!   wake, and is hibernated: the live part of its stack, from its saved stack pointer
 //!   to the end of its segment (frames, closure, segment header), is copied
 //!   to the heap, exactly as many bytes as are live, and the pages under it
 //!   are given back with `madvise(MADV_DONTNEED)`. The copy's address is
@@ -51,8 +51,8 @@
 //! periodic check looks at the clock every `SWEEP_CHECK_EVERY` picks and
 //! starts a pass when one is due; the pass then goes on by `SWEEP_STEP`
 //! slots at each check, so that a runtime with a million procs never
-//! stops for the whole table at once (about 10 µs a step against the
-//! 4,096 picks between checks). An idle runtime has nothing better to do:
+//! stops for the whole table at once (1,024 control blocks read per step,
+//! against the 4,096 picks between two checks). An idle runtime has nothing better to do:
 //! it finishes a pass in one go, and it folds the next pass into its wait,
 //! but only while there is something to sweep (procs ran since the last
 //! pass, or the last one marked procs), so a runtime that stays idle sleeps
@@ -74,9 +74,8 @@
 //! one of those primitives, no other proc or thread may read or write
 //! memory on its stack (say, through a raw pointer the proc handed out
 //! before it waited). Such code must turn hibernation off with
-//! `hibernate_after(None)`. Debug builds
-//! check, when restoring, that nothing wrote to the given-back pages.
-//! Fuzzing builds (`cfg(fuzzing)`) default to off: under ASan, the copy of
+//! `hibernate_after(None)`. Debug builds check, when restoring, that
+//! nothing wrote to the given-back pages. Fuzzing builds (`cfg(fuzzing)`) default to off: under ASan, the copy of
 //! a stack reads its poisoned redzones.
 //!
 //! Rejected: protecting hibernated pages (`PROT_NONE`) to catch a stray
