@@ -53,11 +53,11 @@
 use super::remote::{Msg, Remote};
 use super::runtime::{rt_ptr, Rt};
 use crate::io::Reactor;
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Stack the busy-path poll makes sure of (it may spawn procs and print).
 const TICK_STACK: usize = 32 * 1024;
@@ -74,13 +74,21 @@ struct Opened {
 pub(crate) struct Driver {
     /// Empty until a proc first waits on an fd or asks for a handle.
     opened: OnceCell<Opened>,
+    /// Longest an idle runtime polls before it sleeps (see "Spinning
+    /// before sleeping").
+    idle_spin: Duration,
+    /// How long the last idle wait (spin or sleep) lasted.
+    last_wait: Cell<Duration>,
 }
 
 impl Driver {
-    /// An unopened driver: no fds, no syscalls.
-    pub(crate) const fn new() -> Driver {
+    /// An unopened driver that spins up to `idle_spin`: no fds, no
+    /// syscalls yet.
+    pub(crate) const fn new(idle_spin: Duration) -> Driver {
         Driver {
             opened: OnceCell::new(),
+            idle_spin,
+            last_wait: Cell::new(Duration::MAX),
         }
     }
 
@@ -196,7 +204,7 @@ impl Rt {
                     // deadline is shorter by the spin.
                     let slept = Instant::now();
                     self.poll_reactor(o, timeout(slept));
-                    self.set_last_wait(slept.elapsed());
+                    self.driver().last_wait.set(slept.elapsed());
                 }
                 if o.remote.is_pending() {
                     self.drain_remote(o);
@@ -228,9 +236,10 @@ impl Rt {
     /// waits on an fd, or another thread holds a handle); stops at
     /// `wake_at`. True when a proc became runnable or a message came.
     fn spin_for_io(&self, o: &Opened, wake_at: Option<Instant>) -> bool {
-        let spin = self.idle_spin();
+        let d = self.driver();
+        let spin = d.idle_spin;
         if spin.is_zero()
-            || self.last_wait() >= spin
+            || d.last_wait.get() >= spin
             || (o.reactor.waiting() == 0 && Arc::strong_count(&o.remote) <= 1)
         {
             return false;
@@ -240,7 +249,7 @@ impl Rt {
         loop {
             self.poll_reactor(o, 0);
             if self.has_runnable() || o.remote.is_pending() {
-                self.set_last_wait(start.elapsed());
+                d.last_wait.set(start.elapsed());
                 return true;
             }
             if Instant::now() >= until {

@@ -153,7 +153,7 @@ impl<T: 'static> JoinHandle<T> {
                 p.joiner.set(Some(me.retain()));
                 stack::grow(stack::ENTRY_STACK + 4 * std::mem::size_of::<T>(), || {
                     while p.state.get() != State::Done {
-                        rt.park_current();
+                        rt.park_current(State::Parked);
                     }
                 });
             });
@@ -201,8 +201,21 @@ pub fn yield_now() {
 ///
 /// Outside a proc.
 pub fn park() {
+    park_as(State::Parked)
+}
+
+/// [`park`] in state `parked` (`Parked` or `Resting`).
+fn park_as(parked: State) {
     with_rt("park", |rt| {
-        stack::grow(stack::ENTRY_STACK, || rt.park_current())
+        stack::grow(stack::ENTRY_STACK, || rt.park_current(parked))
+    })
+}
+
+/// Parks until unparked or until `deadline`, in state `parked`; true when
+/// the deadline passed.
+fn park_until_as(deadline: Instant, parked: State) -> bool {
+    with_rt("park_timeout", |rt| {
+        stack::grow(stack::ENTRY_STACK, || rt.park_until(deadline, parked))
     })
 }
 
@@ -249,21 +262,12 @@ pub fn hibernated_procs() -> usize {
 /// Outside a proc.
 pub fn park_timeout(timeout: Duration) -> bool {
     match Instant::now().checked_add(timeout) {
-        Some(deadline) => park_deadline(deadline),
+        Some(deadline) => park_until_as(deadline, State::Parked),
         None => {
             park();
             false
         }
     }
-}
-
-/// Parks until unparked or until `deadline`; true when the deadline passed.
-pub(crate) fn park_deadline(deadline: Instant) -> bool {
-    with_rt("park_timeout", |rt| {
-        stack::grow(stack::ENTRY_STACK, || {
-            rt.park_until(deadline, State::Parked)
-        })
-    })
 }
 
 /// [`park`] for the runtime's own blocking primitives, whose wakers keep
@@ -276,21 +280,13 @@ pub(crate) fn park_deadline(deadline: Instant) -> bool {
 ///
 /// Outside a proc.
 pub(crate) fn rest() {
-    with_rt("park", |rt| {
-        stack::grow(stack::ENTRY_STACK, || {
-            let me = rt.current().expect("procrt: park called outside a proc");
-            rt.park_proc(me, State::Resting)
-        })
-    })
+    park_as(State::Resting)
 }
 
-/// [`park_deadline`] that rests, like [`rest`].
+/// Rests (like [`rest`]) until unparked or until `deadline`; true when the
+/// deadline passed.
 pub(crate) fn rest_until(deadline: Instant) -> bool {
-    with_rt("park_timeout", |rt| {
-        stack::grow(stack::ENTRY_STACK, || {
-            rt.park_until(deadline, State::Resting)
-        })
-    })
+    park_until_as(deadline, State::Resting)
 }
 
 /// Blocks the calling proc for `dur`; other procs run meanwhile. An idle

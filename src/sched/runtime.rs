@@ -113,10 +113,6 @@ pub(crate) struct Rt {
     driver: super::driver::Driver,
     /// Stacks of procs that rest long, given back (see `hibernate.rs`).
     hibernation: Hibernation,
-    /// Longest an idle runtime polls before it sleeps (see `driver.rs`).
-    idle_spin: Duration,
-    /// How long the last idle wait (spin or sleep) lasted.
-    last_wait: Cell<Duration>,
 }
 
 /// A single-threaded scheduler of procs and the stack pool they run on.
@@ -336,10 +332,8 @@ impl RuntimeBuilder {
                 timers: UnsafeCell::new(BinaryHeap::new()),
                 timer_seq: Cell::new(0),
                 ticks: Cell::new(0),
-                driver: super::driver::Driver::new(),
+                driver: super::driver::Driver::new(self.idle_spin),
                 hibernation: Hibernation::new(self.hibernate_after),
-                idle_spin: self.idle_spin,
-                last_wait: Cell::new(Duration::MAX),
             }),
             _not_send: PhantomData,
         })
@@ -717,10 +711,6 @@ impl Rt {
 
     /// From the scheduler's stack: run `p` until the CPU comes back here.
     fn resume_from_sched(&self, p: ProcRef) {
-        if p.get().state.get() == State::Hibernated {
-            // The runtime's drop resumes parked procs without a wake.
-            self.restore(p);
-        }
         p.get().state.set(State::Running);
         self.set_current(Some(p));
         // SAFETY: `p` is live and suspended (it was queued), and we are the
@@ -844,21 +834,6 @@ impl Rt {
         !self.lifo.is_empty() || !self.fifo.is_empty()
     }
 
-    /// Longest an idle runtime spins.
-    pub(super) fn idle_spin(&self) -> Duration {
-        self.idle_spin
-    }
-
-    /// How long the last idle wait lasted.
-    pub(super) fn last_wait(&self) -> Duration {
-        self.last_wait.get()
-    }
-
-    /// Records how long an idle wait lasted.
-    pub(super) fn set_last_wait(&self, d: Duration) {
-        self.last_wait.set(d);
-    }
-
     /// The hibernation state.
     #[inline(always)]
     pub(super) fn hibernation(&self) -> &Hibernation {
@@ -926,15 +901,16 @@ impl Rt {
         crate::fatal(format_args!("proc {} resumed after it ended", p.id))
     }
 
-    /// Parks the running proc until a [`wake`](Self::wake). Returns at once
-    /// if a wake came since the last park (the token).
+    /// Parks the running proc until a [`wake`](Self::wake), in state
+    /// `parked` (see [`park_proc`](Self::park_proc)). Returns at once if a
+    /// wake came since the last park (the token).
     #[inline(always)]
-    pub(crate) fn park_current(&self) {
+    pub(crate) fn park_current(&self, parked: State) {
         let me = self
             .current
             .get()
             .expect("procrt: park called outside a proc");
-        self.park_proc(me, State::Parked);
+        self.park_proc(me, parked);
     }
 
     /// [`park_current`](Self::park_current) for a caller that holds the
@@ -1174,6 +1150,10 @@ impl Rt {
                     continue;
                 }
                 pr.stuck.set(false);
+                if pr.state.get() == State::Hibernated {
+                    // Resumed without a wake: put its stack back first.
+                    self.restore(p);
+                }
                 // Resume it; procs it wakes run too before we come back.
                 self.resume_from_sched(p);
                 while let Some(q) = self.next_runnable() {
