@@ -948,6 +948,11 @@ impl RecurseEnv {
                     );
                 }
                 let seg = (sp & !(size - 1), size);
+                // The new segment may be this chain's spare, on which an
+                // earlier unwind left stale redzones below `sp` (see
+                // "AddressSanitizer and proc stacks"): clear them before
+                // `f` puts frames there.
+                asan::unpoison(seg.0, sp - seg.0);
                 self.rec.chain.borrow_mut().push(seg);
                 self.world.segments.borrow_mut().push(seg);
             }
