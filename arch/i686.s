@@ -56,25 +56,25 @@
 # procrt_proc_entry subtracts 12 and pushes the argument, so its `call` is
 # made with esp = 0 (mod 16), as the i386 ABI requires.
 #
-# Return-address prediction: as on x86_64, the `ret` below is predicted
-# when both contexts were suspended from the same call chain, and
-# mispredicted otherwise (the price of symmetric switching).
+# Return-address prediction: as on x86_64, the `ret` of procrt_switch is
+# predicted when both contexts were suspended from the same call chain,
+# and mispredicted otherwise (the price of symmetric switching);
+# procrt_start and procrt_proc_entry keep a spawn that runs its child to
+# the end predicted.
 
     .text
 
-# extern "C" fn procrt_switch(save_sp: *mut usize, new_sp: usize);
+# The two halves of a switch, as macros, as in arch/x86_64.s: procrt_switch
+# and procrt_start differ only in how they enter the incoming context, and
+# procrt_proc_entry ends a proc with the second half.
 #
-# On entry: 4(%esp) = where to store the outgoing context's stack pointer,
-#           8(%esp) = the incoming context's saved stack pointer,
-#           0(%esp) = our return address on the outgoing stack.
-# On return: running on the incoming stack, with its callee-saved registers,
-#           MXCSR, x87 control word and stack limit restored.
-    .globl procrt_switch
-    .hidden procrt_switch
-    .type procrt_switch,@function
-    .p2align 4
-procrt_switch:
-    .cfi_startproc
+# SWITCH_SAVE: on entry 0(%esp) = the return address, 4(%esp) = where to
+# store the outgoing stack pointer, 8(%esp) = the incoming saved stack
+# pointer. Pushes the callee-saved registers, the stack limit and the
+# control words of a frame (layout above) and stores esp through the first
+# argument. Leaves the outgoing MXCSR control bits in eax, the x87 control
+# word in ecx and the incoming stack pointer in edx, for SWITCH_RESTORE.
+.macro SWITCH_SAVE
     # Fetch both arguments before the pushes move them.
     movl 4(%esp), %ecx
     movl 8(%esp), %edx
@@ -107,20 +107,25 @@ procrt_switch:
     stmxcsr (%esp)
     fnstcw 4(%esp)
 
-    # Swap stacks. The incoming stack holds a frame of the same layout, so
-    # the CFA rules above stay true after the move. ecx is free once used.
-    # MXCSR bits 0-5 are sticky exception flags, caller-saved: only the
-    # control bits (6-15) are compared.
+    # ecx is free once used. MXCSR bits 0-5 are sticky exception flags,
+    # caller-saved: only the control bits (6-15) are compared. The loads
+    # have the size and address of the stores above: they forward.
     movl %esp, (%ecx)
     movl (%esp), %eax
     andl $0xffc0, %eax
     movzwl 4(%esp), %ecx
-    movl %edx, %esp
+.endm
 
-    # Restore the incoming context's floating-point control state, but only
-    # when it differs: ldmxcsr and fldcw are microcoded and slow, and
-    # procs almost never change their rounding mode. eax/ecx hold the
-    # outgoing values (same-size loads of the stores above: they forward).
+# SWITCH_RESTORE: on entry esp points at a suspended frame (layout above),
+# eax/ecx hold the outgoing MXCSR control bits and x87 control word, and
+# the CFI describes that frame (CFA = esp + 32, registers in their slots).
+# Restores the floating-point control state (only when it differs:
+# ldmxcsr and fldcw are microcoded and slow, and procs almost never change
+# their rounding mode), the stack limit and the callee-saved registers,
+# and leaves for the frame's return address: with `ret` when \how is ret,
+# else with `pop; jmp` (see procrt_start). The out-of-line reload sits
+# after that, at the same stack state (remember/restore_state).
+.macro SWITCH_RESTORE how
     movl (%esp), %edx
     andl $0xffc0, %edx
     cmpl %edx, %eax
@@ -137,7 +142,7 @@ procrt_switch:
     .cfi_adjust_cfa_offset -4
     movl %eax, %gs:0x30
 
-    # Restore its callee-saved registers and return into it.
+    # Restore its callee-saved registers.
     popl %edi
     .cfi_adjust_cfa_offset -4
     .cfi_restore %edi
@@ -150,28 +155,76 @@ procrt_switch:
     popl %ebp
     .cfi_adjust_cfa_offset -4
     .cfi_restore %ebp
+    .ifc \how,ret
     ret
+    .else
+    popl %ecx
+    .cfi_adjust_cfa_offset -4
+    .cfi_register %eip, %ecx
+    jmpl *%ecx
+    .endif
 
-    # Out of line: the incoming context runs with other MXCSR or x87 control
-    # bits. Same stack state as at 1: above.
+    # Out of line: the incoming context runs with other MXCSR or x87
+    # control bits.
     .cfi_restore_state
 2:
     ldmxcsr (%esp)
     fldcw 4(%esp)
     jmp 1b
+.endm
+
+# extern "C" fn procrt_switch(save_sp: *mut usize, new_sp: usize);
+#
+# On entry: 4(%esp) = where to store the outgoing context's stack pointer,
+#           8(%esp) = the incoming context's saved stack pointer,
+#           0(%esp) = our return address on the outgoing stack.
+# On return: running on the incoming stack, with its callee-saved registers,
+#           MXCSR, x87 control word and stack limit restored.
+# Swapping stacks keeps the CFA rules true: the incoming stack holds a
+# frame of the same layout.
+    .globl procrt_switch
+    .hidden procrt_switch
+    .type procrt_switch,@function
+    .p2align 4
+procrt_switch:
+    .cfi_startproc
+    SWITCH_SAVE
+    movl %edx, %esp
+    SWITCH_RESTORE ret
     .cfi_endproc
     .size procrt_switch, .-procrt_switch
 
-# The first code a fresh proc runs: procrt_switch "returns" here.
+# extern "C" fn procrt_start(save_sp: *mut usize, new_sp: usize);
+#
+# procrt_switch into a fresh proc, entered with `pop; jmp` so that the
+# return-stack buffer keeps the parent's return address while the child
+# runs: see procrt_start in arch/x86_64.s.
+    .globl procrt_start
+    .hidden procrt_start
+    .type procrt_start,@function
+    .p2align 4
+procrt_start:
+    .cfi_startproc
+    SWITCH_SAVE
+    movl %edx, %esp
+    SWITCH_RESTORE jmp
+    .cfi_endproc
+    .size procrt_start, .-procrt_start
+
+# The first code a fresh proc runs: procrt_switch "returns" here (or
+# procrt_start jumps here).
 #
 # On entry: esp = top of the proc's first segment (16-byte aligned),
-#           ebx = the entry function, `extern "C" fn(arg: *mut u8) -> !`,
+#           ebx = the entry function, `extern "C" fn(arg: *mut u8) -> usize`,
 #           esi = its argument,
 #           ebp = 0.
-# The entry function never returns; `ud2` makes a return a loud fault.
+# The entry function returns when the proc has ended, with the saved stack
+# pointer of the context to resume in eax; the second half of a switch
+# resumes it (see procrt_proc_entry in arch/x86_64.s).
 #
 # CFI: `DW_CFA_undefined eip` says this frame has no caller, so backtraces
-# stop here cleanly.
+# stop here cleanly. Once esp is on the incoming frame, the CFI describes
+# that frame as procrt_switch's does.
     .globl procrt_proc_entry
     .hidden procrt_proc_entry
     .type procrt_proc_entry,@function
@@ -182,7 +235,23 @@ procrt_proc_entry:
     subl $12, %esp
     pushl %esi
     calll *%ebx
-    ud2
+    # The outgoing control state, for SWITCH_RESTORE's comparison, read
+    # through two scratch words on the dead stack.
+    movl %eax, %edx
+    movl $0, 4(%esp)
+    stmxcsr (%esp)
+    fnstcw 4(%esp)
+    movl (%esp), %eax
+    andl $0xffc0, %eax
+    movzwl 4(%esp), %ecx
+    movl %edx, %esp
+    .cfi_def_cfa %esp, 32
+    .cfi_offset %eip, -4
+    .cfi_offset %ebp, -8
+    .cfi_offset %ebx, -12
+    .cfi_offset %esi, -16
+    .cfi_offset %edi, -20
+    SWITCH_RESTORE ret
     .cfi_endproc
     .size procrt_proc_entry, .-procrt_proc_entry
 

@@ -155,6 +155,33 @@ pub(crate) unsafe fn switch(from: &Context, to: &Context) {
     }
 }
 
+/// Like [`switch`]; corosensei has nothing to gain from a separate entry
+/// into a fresh coroutine.
+///
+/// # Safety
+///
+/// As [`switch`].
+pub(crate) unsafe fn start(from: &Context, to: &Context) {
+    // SAFETY: the caller's contract is `switch`'s.
+    unsafe { switch(from, to) }
+}
+
+/// What a proc's entry function returns: nothing here, since it never
+/// returns (the proc's last switch suspends its coroutine for good).
+pub(crate) type Exit = ();
+
+/// Ends the running proc `from` for good by switching to `to`; never
+/// returns (the scheduler never resumes an ended proc).
+///
+/// # Safety
+///
+/// `from` is the running proc, which has ended, and `to` the scheduler.
+pub(crate) unsafe fn exit(from: &Context, to: &Context) -> Exit {
+    // SAFETY: the caller's contract is `switch`'s.
+    unsafe { switch(from, to) };
+    crate::fatal(format_args!("a proc was resumed after it ended"))
+}
+
 /// Runs `f(arg)` on the stack `[bottom, top)`, then returns on the current
 /// stack (corosensei's `on_stack`).
 ///

@@ -61,6 +61,6 @@ mod fallback;
 pub(crate) use fallback::*;
 
 /// The function a fresh proc starts in. It is given the argument passed to
-/// [`Context::prepare`] and never returns: a proc ends by switching away for
-/// the last time.
-pub(crate) type EntryFn = unsafe extern "C" fn(arg: *mut u8) -> !;
+/// [`Context::prepare`]; it returns when the proc has ended, with the
+/// [`Exit`] made by [`exit`], which names the context to resume.
+pub(crate) type EntryFn = unsafe extern "C" fn(arg: *mut u8) -> Exit;

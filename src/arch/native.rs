@@ -12,6 +12,9 @@ extern "C" {
     /// `arch/*.s`: save the running context, store its stack pointer in
     /// `*save_sp`, resume the context whose saved stack pointer is `new_sp`.
     fn procrt_switch(save_sp: *mut usize, new_sp: usize);
+    /// `arch/*.s`: `procrt_switch` into a fresh proc, leaving the caller's
+    /// return address on the return-stack buffer.
+    fn procrt_start(save_sp: *mut usize, new_sp: usize);
     /// `arch/*.s`: the first code a fresh proc runs. Never called from Rust;
     /// only its address is taken.
     fn procrt_proc_entry();
@@ -172,6 +175,42 @@ pub(crate) unsafe fn switch(from: &Context, to: &Context) {
     unsafe { procrt_switch(from.sp.as_ptr(), to.sp.get()) }
 }
 
+/// Like [`switch`], for a parent that starts its fresh child `to` and
+/// waits while it runs: `procrt_start` keeps the parent's return address
+/// on the return-stack buffer, so that a child that ends without blocking
+/// hands the CPU back with predicted returns (see `arch/*.s`).
+///
+/// # Safety
+///
+/// As [`switch`], and `to` was prepared and never run.
+#[inline(always)]
+pub(crate) unsafe fn start(from: &Context, to: &Context) {
+    // SAFETY: as in `switch`; procrt_start differs only in how it enters
+    // the incoming context, which is a prepared frame.
+    unsafe { procrt_start(from.sp.as_ptr(), to.sp.get()) }
+}
+
+/// What a proc's entry function returns when the proc has ended: the
+/// saved stack pointer of the context to resume, which `procrt_proc_entry`
+/// switches to (the second half of a switch: nothing resumes the ended
+/// proc, so its state is not saved).
+#[repr(transparent)]
+pub(crate) struct Exit(usize);
+
+/// Ends the running context `from` for good, handing the CPU to `to`:
+/// returns the [`Exit`] that the proc's entry function returns.
+///
+/// # Safety
+///
+/// `from` is the running proc, which has ended: nothing on its stack is
+/// used again once its entry function returns. `to` is a live suspended
+/// context.
+#[inline(always)]
+pub(crate) unsafe fn exit(from: &Context, to: &Context) -> Exit {
+    let _ = from;
+    Exit(to.sp.get())
+}
+
 /// The stack pointer.
 #[inline(always)]
 pub(crate) fn stack_pointer() -> usize {
@@ -248,7 +287,7 @@ mod tests {
 
     #[test]
     fn switch_saves_and_restores_the_limit_slot() {
-        extern "C" fn body(arg: *mut u8) -> ! {
+        extern "C" fn body(arg: *mut u8) -> Exit {
             // SAFETY: `arg` points at the two contexts in the test's frame,
             // which outlives this coroutine; the test switches back at once.
             let (main, me) = unsafe { &*(arg as *const (Context, Context)) };

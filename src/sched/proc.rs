@@ -20,7 +20,7 @@ use std::rc::Rc;
 /// It is a process-wide sequence number, never reused, together with the
 /// proc's slot in its runtime's table of live procs, so that the runtime
 /// finds a proc by id in O(1) (see `monitor.rs`). Ids compare and order as
-/// their sequence numbers: in spawn order.
+/// their sequence numbers: in spawn order among the procs of one runtime.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ProcId {
     /// From the process-wide counter; unique on its own.
@@ -373,7 +373,7 @@ impl Proc {
 ///
 /// Only entered by the first switch into a proc whose stack holds a `F` at
 /// `arg` and whose allocation is a `ProcCell<T>`.
-pub(crate) unsafe extern "C" fn proc_main<F, T>(arg: *mut u8) -> !
+pub(crate) unsafe extern "C" fn proc_main<F, T>(arg: *mut u8) -> crate::arch::Exit
 where
     F: FnOnce() -> T,
     T: 'static,
@@ -396,7 +396,7 @@ where
     if !crate::arch::DIRECT_SWITCH && p.cancel.get() && monitor::exit_pending(p) {
         // SAFETY: `me` is running, and nothing on this stack but `f`,
         // which it takes, needs dropping.
-        unsafe { end_unstarted(rt, me, f) }
+        return unsafe { end_unstarted(rt, me, f) };
     }
     let cell = me.0.cast::<ProcCell<T>>();
     // The outcome is produced and stored inside this closure, so no `T`
@@ -427,10 +427,9 @@ where
         // written.
         unsafe { report_end::<T>(rt, me, cell) };
     }
-    // SAFETY: the proc's stack holds nothing that needs dropping any more
-    // (`f` and `outcome` are consumed), so it may be switched away from for
-    // good.
-    unsafe { rt.exit_current(me) }
+    // SAFETY: we are `me`'s entry function, and its stack holds nothing
+    // that needs dropping any more (`f` and `outcome` are consumed).
+    unsafe { rt.exit(me) }
 }
 
 /// Sends the `Down`s and exit signals of the proc `me`, which has ended
@@ -458,11 +457,11 @@ unsafe fn report_end<T>(rt: &Rt, me: ProcRef, cell: NonNull<ProcCell<T>>) {
 ///
 /// # Safety
 ///
-/// As [`Rt::exit_current`]: `me` is running and nothing on its stack but
-/// `f` needs dropping.
+/// As [`Rt::exit`]: `me` is running, this is called from its entry
+/// function, and nothing on its stack but `f` needs dropping.
 #[cold]
 #[inline(never)]
-unsafe fn end_unstarted<F>(rt: &Rt, me: ProcRef, f: F) -> ! {
+unsafe fn end_unstarted<F>(rt: &Rt, me: ProcRef, f: F) -> crate::arch::Exit {
     let _ = catch_unwind(AssertUnwindSafe(move || drop(f)));
     let p = me.get();
     let reason = monitor::exit_before_start(p);
@@ -471,5 +470,5 @@ unsafe fn end_unstarted<F>(rt: &Rt, me: ProcRef, f: F) -> ! {
     }
     p.set_error(JoinError::Exited(reason));
     // SAFETY: the caller's contract; `f` is gone.
-    unsafe { rt.exit_current(me) }
+    unsafe { rt.exit(me) }
 }
