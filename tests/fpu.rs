@@ -120,16 +120,25 @@ fn rounding_mode_is_per_proc() {
 
 #[test]
 fn a_proc_ending_with_a_changed_mode_does_not_leak_it() {
-    let outside = mxcsr();
+    let outside = (mxcsr(), fpu_cw());
     let after = procrt::run(|| {
-        spawn(|| set_mxcsr(MXCSR_DEFAULT | MXCSR_ROUND_TOWARD_ZERO))
-            .unwrap()
-            .join()
-            .unwrap();
-        let in_root = mxcsr();
-        let in_next = spawn(mxcsr).unwrap().join().unwrap();
-        (in_root, in_next)
+        // The child ends without blocking: its end resumes the root through
+        // procrt_proc_entry's half switch, which must restore both words.
+        spawn(|| {
+            set_mxcsr(MXCSR_DEFAULT | MXCSR_ROUND_TOWARD_ZERO);
+            set_fpu_cw(FPU_CW_ODD);
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+        let in_root = (mxcsr(), fpu_cw());
+        // The same, with only the x87 control word changed.
+        spawn(|| set_fpu_cw(FPU_CW_ODD)).unwrap().join().unwrap();
+        let in_root_again = (mxcsr(), fpu_cw());
+        let in_next = spawn(|| (mxcsr(), fpu_cw())).unwrap().join().unwrap();
+        (in_root, in_root_again, in_next)
     });
-    assert_eq!(after, (MXCSR_DEFAULT, MXCSR_DEFAULT));
-    assert_eq!(mxcsr(), outside);
+    let default = (MXCSR_DEFAULT, FPU_CW_DEFAULT);
+    assert_eq!(after, (default, default, default));
+    assert_eq!((mxcsr(), fpu_cw()), outside);
 }

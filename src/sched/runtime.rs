@@ -1061,7 +1061,12 @@ impl Rt {
         if self.shutting_down.get() {
             return Err(SpawnError::new(SpawnErrorKind::ShuttingDown));
         }
-        let size = self.with_pool(|p| p.segment_size_for(segment));
+        // The default size is one the pool hands out already (see `build`).
+        let size = if segment == self.first_segment {
+            segment
+        } else {
+            self.with_pool(|p| p.segment_size_for(segment))
+        };
         let seg = self.with_pool(|p| p.alloc(size))?;
         // The closure sits at the top of the stack, the first frame below it.
         let closure = (seg.top() - std::mem::size_of::<F>()) & !15;

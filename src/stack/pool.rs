@@ -293,6 +293,7 @@ impl StackPool {
     /// Rounds a requested size to the segment size the pool would hand out.
     /// Saturates at the largest power of two (which `alloc` then refuses
     /// as too large) instead of overflowing.
+    #[inline]
     pub(crate) fn segment_size_for(&self, bytes: usize) -> usize {
         bytes
             .max(self.min_segment)
@@ -394,22 +395,19 @@ impl StackPool {
         seg
     }
 
-    /// Takes back a segment handed out by [`alloc`](Self::alloc).
+    /// Takes back a segment handed out by [`alloc`](Self::alloc). Inline:
+    /// every proc's end frees its segment here, into the cache.
     ///
     /// # Safety
     ///
     /// `seg` came from this pool's `alloc`, is not released twice, and no
     /// code runs on it or keeps pointers into it any more.
+    #[inline]
     pub(crate) unsafe fn free(&mut self, seg: Segment) {
         // SAFETY: the segment is live, so its header is mapped read-write.
         let header = unsafe { &mut *seg.header() };
         if header.magic != SEGMENT_MAGIC || header.size != seg.size {
-            // Corrupted state is loud: a smashed header means something wrote
-            // over the top of a stack.
-            crate::fatal(format_args!(
-                "segment header at {:#x} corrupted (magic {:#x}, size {})",
-                seg.base, header.magic, header.size
-            ));
+            corrupted_header(seg, header);
         }
         header.magic = 0;
         self.stats.live_segments -= 1;
@@ -518,6 +516,17 @@ pub(crate) fn page_size() -> usize {
     } else {
         p as usize
     }
+}
+
+/// A freed segment's header is not the one `alloc` wrote: something wrote
+/// over the top of a stack. Corrupted state is loud.
+#[cold]
+#[inline(never)]
+fn corrupted_header(seg: Segment, header: &SegmentHeader) -> ! {
+    crate::fatal(format_args!(
+        "segment header at {:#x} corrupted (magic {:#x}, size {})",
+        seg.base, header.magic, header.size
+    ))
 }
 
 #[cfg(test)]
