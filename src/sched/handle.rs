@@ -169,8 +169,9 @@ impl<T: 'static> JoinHandle<T> {
 
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
-        // SAFETY: the handle's count, released once.
-        unsafe { self.p.release() };
+        // SAFETY: the handle's count, released once; spawn made the proc
+        // with result type T.
+        unsafe { self.p.release_typed::<T>() };
     }
 }
 

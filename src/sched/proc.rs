@@ -216,6 +216,24 @@ impl ProcRef {
         unsafe { self.0.as_ref() }
     }
 
+    /// [`release`](Self::release) for an owner that knows the result
+    /// type `T` (a join handle): the last release frees the allocation
+    /// without the vtable's indirect call.
+    ///
+    /// # Safety
+    ///
+    /// As `release`, and the proc's result type is `T`.
+    #[inline(always)]
+    pub(crate) unsafe fn release_typed<T>(self) {
+        let p = self.get();
+        let n = p.refs.get() - 1;
+        p.refs.set(n);
+        if n == 0 {
+            // SAFETY: that was the last owner; the caller vouches for T.
+            unsafe { dealloc_cell::<T>(self.0) };
+        }
+    }
+
     /// Adds an owner.
     #[inline(always)]
     pub(crate) fn retain(self) -> Self {
@@ -266,17 +284,32 @@ impl<F: FnOnce() -> T, T: 'static> VTableOf<F, T> {
     }
 
     unsafe fn dealloc(p: NonNull<Proc>) {
-        let cell = p.cast::<ProcCell<T>>().as_ptr();
-        // SAFETY: new_proc made this ProcCell<T> in a block from
-        // `blocks::alloc` with its layout; this is the last owner.
-        unsafe {
-            debug_assert!(
-                (*cell).proc.watch.take().is_none(),
-                "a proc's monitors and links outlived it"
-            );
-            std::ptr::drop_in_place(cell);
-            blocks::free(cell.cast(), Layout::new::<ProcCell<T>>());
-        }
+        // SAFETY: forwarded (the vtable was chosen with this T).
+        unsafe { dealloc_cell::<T>(p) }
+    }
+}
+
+/// Frees the allocation of a proc whose result type is `T`: what the
+/// vtable's `dealloc` does, callable without it where `T` is known (a
+/// join handle's release: a direct call instead of an indirect one). Out
+/// of line: inlined into a join loop, it cost skynet more than the call.
+///
+/// # Safety
+///
+/// `p` heads a `ProcCell<T>` made by `new_proc`, and this is its last
+/// owner.
+#[inline(never)]
+unsafe fn dealloc_cell<T>(p: NonNull<Proc>) {
+    let cell = p.cast::<ProcCell<T>>().as_ptr();
+    // SAFETY: new_proc made this ProcCell<T> in a block from
+    // `blocks::alloc` with its layout; this is the last owner.
+    unsafe {
+        debug_assert!(
+            (*cell).proc.watch.take().is_none(),
+            "a proc's monitors and links outlived it"
+        );
+        std::ptr::drop_in_place(cell);
+        blocks::free(cell.cast(), Layout::new::<ProcCell<T>>());
     }
 }
 

@@ -903,6 +903,7 @@ impl Rt {
     ///
     /// `me` is the running proc, it is called from `me`'s entry function,
     /// and nothing on its stack needs dropping.
+    #[inline]
     pub(crate) unsafe fn exit(&self, me: ProcRef) -> arch::Exit {
         let p = me.get();
         p.state.set(State::Done);
