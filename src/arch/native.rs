@@ -135,14 +135,20 @@ impl Context {
     }
 
     /// Hints the CPU to bring the top of this suspended context's stack
-    /// into the cache: the two lines from its saved stack pointer up, which
-    /// hold the switch frame (`FRAME_WORDS` words and the return address)
-    /// and the start of the frame above it. A woken proc is usually
-    /// switched to a hundred or more instructions later, and with
-    /// thousands of procs its stack has left the cache meanwhile: in the
-    /// `ring` benchmark (10,000 procs) these misses were most of a hop's
-    /// time. Prefetching two, four or six lines measured the same there;
-    /// two cost the least where everything is cached (`pingpong`).
+    /// into the cache: the four lines from its saved stack pointer up,
+    /// which hold the switch frame (`FRAME_WORDS` words and the return
+    /// address) and the frames of the blocking call above it (a channel
+    /// `recv`: about 250 bytes in all). A woken proc is usually switched to
+    /// a hundred or more instructions later, and with thousands of procs
+    /// its stack has left the cache meanwhile: in the `ring` benchmark
+    /// (10,000 procs) these misses were most of a hop's time.
+    ///
+    /// Two lines were enough until a proc's entry function began to
+    /// return (see `procrt_proc_entry`): its frames moved and the blocking
+    /// frames of a `recv` reached a third and fourth line. `ring`, 15
+    /// interleaved runs: 26.7 ns per hop before that change, 33.4 ns after
+    /// it with two lines, 27.8 ns with four; `pingpong` (everything
+    /// cached) measured the same with two and four.
     #[inline(always)]
     pub(crate) fn prefetch(&self) {
         // SAFETY: a prefetch is a hint: it never faults, whatever the
@@ -151,6 +157,8 @@ impl Context {
             std::arch::asm!(
                 "prefetcht0 [{sp}]",
                 "prefetcht0 [{sp} + 64]",
+                "prefetcht0 [{sp} + 128]",
+                "prefetcht0 [{sp} + 192]",
                 sp = in(reg) self.sp.get(),
                 options(nostack, readonly, preserves_flags)
             )
