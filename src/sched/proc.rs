@@ -400,7 +400,11 @@ impl Proc {
 
 /// Where a fresh proc's context lands: runs the closure at `arg` and ends the
 /// proc. Monomorphised per closure type; its address goes into the proc's
-/// first frame.
+/// first frame. It returns, to `procrt_proc_entry`, the [`Exit`] naming the
+/// context to resume; returning instead of switching from here keeps the
+/// CPU's return-stack buffer balanced (see `arch/x86_64.s`).
+///
+/// [`Exit`]: crate::arch::Exit
 ///
 /// # Safety
 ///
