@@ -271,6 +271,7 @@ procrt_proc_entry:
     # through a scratch word on the dead stack.
     movq %rax, %rsi
     pushq $0
+    .cfi_adjust_cfa_offset 8
     stmxcsr (%rsp)
     fnstcw 4(%rsp)
     movl (%rsp), %eax

@@ -30,6 +30,13 @@
 //! stack-limit slot, hence no `__morestack`: code built with
 //! `-fsplit-stack` does not link there.
 //!
+//! A spawn inside a proc runs the child at once, and the child often ends
+//! before it blocks. [`start`] enters such a child without popping the
+//! CPU's return-stack buffer, and a proc ends by returning from its entry
+//! function with an [`Exit`] (made by [`exit`]) that names the context to
+//! resume: the child's calls and returns balance, and the parent resumes
+//! with predicted returns (see `arch/x86_64.s`, procrt_start).
+//!
 //! Rejected: `swapcontext` (a system call per switch to save the signal
 //! mask), and an inline `asm!` switch (the project keeps hand-written
 //! routines in `arch/`, where their CFI can be documented and read).
