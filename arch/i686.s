@@ -68,12 +68,31 @@
 # and procrt_start differ only in how they enter the incoming context, and
 # procrt_proc_entry ends a proc with the second half.
 #
+# FP_CONTROL_PUSH: pushes MXCSR and the x87 control word as two words
+# (the zero upper half of the second keeps the frame deterministic), and
+# keeps the two in eax/ecx for SWITCH_RESTORE's comparison. The loads have
+# the size and address of the stores: they forward. MXCSR bits 0-5 are
+# sticky exception flags, caller-saved: only the control bits (6-15) are
+# kept.
+.macro FP_CONTROL_PUSH
+    pushl $0
+    .cfi_adjust_cfa_offset 4
+    pushl $0
+    .cfi_adjust_cfa_offset 4
+    stmxcsr (%esp)
+    fnstcw 4(%esp)
+    movl (%esp), %eax
+    andl $0xffc0, %eax
+    movzwl 4(%esp), %ecx
+.endm
+
 # SWITCH_SAVE: on entry 0(%esp) = the return address, 4(%esp) = where to
 # store the outgoing stack pointer, 8(%esp) = the incoming saved stack
 # pointer. Pushes the callee-saved registers, the stack limit and the
 # control words of a frame (layout above) and stores esp through the first
 # argument. Leaves the outgoing MXCSR control bits in eax, the x87 control
-# word in ecx and the incoming stack pointer in edx, for SWITCH_RESTORE.
+# word in ecx (FP_CONTROL_PUSH) and the incoming stack pointer in edx, for
+# SWITCH_RESTORE.
 .macro SWITCH_SAVE
     # Fetch both arguments before the pushes move them.
     movl 4(%esp), %ecx
@@ -98,22 +117,11 @@
     pushl %eax
     .cfi_adjust_cfa_offset 4
 
-    # Save MXCSR and the x87 control word into two zeroed words (the zero
-    # upper half of the second keeps the frame deterministic).
-    pushl $0
-    .cfi_adjust_cfa_offset 4
-    pushl $0
-    .cfi_adjust_cfa_offset 4
-    stmxcsr (%esp)
-    fnstcw 4(%esp)
-
-    # ecx is free once used. MXCSR bits 0-5 are sticky exception flags,
-    # caller-saved: only the control bits (6-15) are compared. The loads
-    # have the size and address of the stores above: they forward.
-    movl %esp, (%ecx)
-    movl (%esp), %eax
-    andl $0xffc0, %eax
-    movzwl 4(%esp), %ecx
+    # The save pointer moves to edi (saved above, so free), as
+    # FP_CONTROL_PUSH leaves its results in eax and ecx.
+    movl %ecx, %edi
+    FP_CONTROL_PUSH
+    movl %esp, (%edi)
 .endm
 
 # SWITCH_RESTORE: on entry esp points at a suspended frame (layout above),
@@ -238,12 +246,7 @@ procrt_proc_entry:
     # The outgoing control state, for SWITCH_RESTORE's comparison, read
     # through two scratch words on the dead stack.
     movl %eax, %edx
-    movl $0, 4(%esp)
-    stmxcsr (%esp)
-    fnstcw 4(%esp)
-    movl (%esp), %eax
-    andl $0xffc0, %eax
-    movzwl 4(%esp), %ecx
+    FP_CONTROL_PUSH
     movl %edx, %esp
     .cfi_def_cfa %esp, 32
     .cfi_offset %eip, -4

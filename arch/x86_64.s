@@ -79,11 +79,28 @@
 # are both "save, swap stacks, restore", and differ only in how they enter
 # the incoming context; procrt_proc_entry ends a proc with the second half.
 #
+# FP_CONTROL_PUSH: pushes a word holding MXCSR (low half) and the x87
+# control word (bytes 4-5) and zero padding (which keeps the word
+# deterministic), and keeps the two in eax/ecx for SWITCH_RESTORE's
+# comparison. The loads have the size and address of the stores, so they
+# forward. MXCSR bits 0-5 are sticky exception flags, caller-saved per the
+# ABI: only the control bits (6-15) are kept, so a proc that does inexact
+# arithmetic does not take the slow path on every switch.
+.macro FP_CONTROL_PUSH
+    pushq $0
+    .cfi_adjust_cfa_offset 8
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movl (%rsp), %eax
+    andl $0xffc0, %eax
+    movzwl 4(%rsp), %ecx
+.endm
+
 # SWITCH_SAVE: on entry rdi = where to store the outgoing stack pointer and
 # rsp points at the return address. Pushes the callee-saved registers, the
 # stack limit and the control word of a frame (layout above) and stores rsp
 # in (%rdi). Leaves the outgoing MXCSR control bits in eax and the x87
-# control word in ecx, for SWITCH_RESTORE. CFI: the CFA stays "rsp + 8 +
+# control word in ecx (FP_CONTROL_PUSH), for SWITCH_RESTORE. CFI: the CFA stays "rsp + 8 +
 # what was pushed", and each register's slot is recorded as it is pushed.
 .macro SWITCH_SAVE
     pushq %rbp
@@ -110,20 +127,7 @@
     pushq %rax
     .cfi_adjust_cfa_offset 8
 
-    # Save MXCSR and the x87 control word into a zeroed word (the zero
-    # padding keeps the word deterministic).
-    pushq $0
-    .cfi_adjust_cfa_offset 8
-    stmxcsr (%rsp)
-    fnstcw 4(%rsp)
-    # Keep the values just saved in eax/ecx for the comparison in
-    # SWITCH_RESTORE. The loads have the size and address of the stores, so
-    # they forward. MXCSR bits 0-5 are sticky exception flags, caller-saved
-    # per the ABI: only the control bits (6-15) are compared, so a proc that
-    # does inexact arithmetic does not take the slow path on every switch.
-    movl (%rsp), %eax
-    andl $0xffc0, %eax
-    movzwl 4(%rsp), %ecx
+    FP_CONTROL_PUSH
 
     movq %rsp, (%rdi)
 .endm
@@ -270,13 +274,7 @@ procrt_proc_entry:
     # The outgoing control state, for SWITCH_RESTORE's comparison, read
     # through a scratch word on the dead stack.
     movq %rax, %rsi
-    pushq $0
-    .cfi_adjust_cfa_offset 8
-    stmxcsr (%rsp)
-    fnstcw 4(%rsp)
-    movl (%rsp), %eax
-    andl $0xffc0, %eax
-    movzwl 4(%rsp), %ecx
+    FP_CONTROL_PUSH
     movq %rsi, %rsp
     .cfi_def_cfa %rsp, 72
     .cfi_offset %rip, -8
