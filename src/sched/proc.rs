@@ -225,13 +225,19 @@ impl ProcRef {
     /// As `release`, and the proc's result type is `T`.
     #[inline(always)]
     pub(crate) unsafe fn release_typed<T>(self) {
-        let p = self.get();
-        let n = p.refs.get() - 1;
-        p.refs.set(n);
-        if n == 0 {
+        if self.drop_count() {
             // SAFETY: that was the last owner; the caller vouches for T.
             unsafe { dealloc_cell::<T>(self.0) };
         }
+    }
+
+    /// Takes one owner's count off; true when it was the last.
+    #[inline(always)]
+    fn drop_count(self) -> bool {
+        let p = self.get();
+        let n = p.refs.get() - 1;
+        p.refs.set(n);
+        n == 0
     }
 
     /// Adds an owner.
@@ -249,11 +255,8 @@ impl ProcRef {
     /// The caller owned one count and does not use `self` afterwards.
     #[inline(always)]
     pub(crate) unsafe fn release(self) {
-        let p = self.get();
-        let n = p.refs.get() - 1;
-        p.refs.set(n);
-        if n == 0 {
-            let dealloc = p.vtable.dealloc;
+        if self.drop_count() {
+            let dealloc = self.get().vtable.dealloc;
             // SAFETY: that was the last owner.
             unsafe { dealloc(self.0) };
         }
