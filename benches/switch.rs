@@ -12,6 +12,15 @@
 //!   The loop is timed with `Instant` inside `Runtime::block_on`, so the
 //!   runtime, the root proc and the partner are set up outside the timing
 //!   (`iter_custom`).
+//! - `procrt/switch_round_trip_one_loop` and `.._two_loops`: two bare
+//!   `procrt_switch` calls per iteration, between the bench's thread and a
+//!   partner context, with no scheduler, queue or channel (`src/arch/floor.rs`):
+//!   the floor under every round trip between procs. In `one_loop` both
+//!   sides run the same function, so every return is predicted; in
+//!   `two_loops` the partner runs its own loop, as the two procs of a
+//!   ping-pong do, and each switch mispredicts the return into the loop
+//!   (the switch is symmetric). Their difference is what those
+//!   mispredictions cost.
 //! - `procrt/spawn_join_empty`: `spawn(|| ())` then `join()`, timed the same
 //!   way inside `block_on`. The child starts at once (direct switch), ends,
 //!   and the parent reaps it: segment alloc + free from the buddy pool, the
@@ -75,6 +84,21 @@ fn procrt_benches(c: &mut Criterion) {
         })
     });
     drop(rt);
+
+    #[cfg(all(
+        target_os = "linux",
+        target_env = "gnu",
+        any(target_arch = "x86_64", target_arch = "x86")
+    ))]
+    {
+        use procrt::__bench::{switch_round_trips, Shape};
+        g.bench_function("switch_round_trip_one_loop", |b| {
+            b.iter_custom(|iters| switch_round_trips(iters, Shape::OneLoop))
+        });
+        g.bench_function("switch_round_trip_two_loops", |b| {
+            b.iter_custom(|iters| switch_round_trips(iters, Shape::TwoLoops))
+        });
+    }
 
     let rt = procrt::Runtime::new().expect("procrt runtime");
     g.bench_function("spawn_join_empty", |b| {

@@ -65,6 +65,18 @@ mod sched;
 pub mod stack;
 pub mod toc;
 
+/// Internals the crate's own benchmarks measure (`benches/switch.rs`); not
+/// part of the API, and may change without notice.
+#[doc(hidden)]
+#[cfg(all(
+    target_os = "linux",
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "x86")
+))]
+pub mod __bench {
+    pub use crate::arch::floor::{round_trips as switch_round_trips, Shape};
+}
+
 pub use chan::{monitor, trap_exits};
 pub use error::{BuildError, JoinError, SpawnError, SpawnErrorKind};
 pub use sched::{

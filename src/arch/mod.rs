@@ -53,6 +53,12 @@ mod native;
     any(target_arch = "x86_64", target_arch = "x86")
 ))]
 pub(crate) use native::*;
+#[cfg(all(
+    target_os = "linux",
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "x86")
+))]
+pub(crate) mod floor;
 
 #[cfg(not(all(
     target_os = "linux",
