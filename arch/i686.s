@@ -40,6 +40,8 @@
 #
 # A fresh proc, as src/arch/mod.rs prepares it
 # --------------------------------------------
+# (for a proc queued before it first runs; one spawned from inside a proc
+# gets no frame: procrt_start sets up what the pops would have)
 #
 #     high  +------------------------------+  <- top: 16-byte aligned
 #   sp+28   | procrt_proc_entry            |  "return address"
@@ -65,8 +67,8 @@
     .text
 
 # The two halves of a switch, as macros, as in arch/x86_64.s: procrt_switch
-# and procrt_start differ only in how they enter the incoming context, and
-# procrt_proc_entry ends a proc with the second half.
+# is "save, swap stacks, restore"; procrt_start saves and then enters a
+# fresh proc; procrt_proc_entry ends a proc with the second half.
 #
 # FP_CONTROL_PUSH: pushes MXCSR and the x87 control word as two words
 # (the zero upper half of the second keeps the frame deterministic), and
@@ -130,10 +132,9 @@
 # Restores the floating-point control state (only when it differs:
 # ldmxcsr and fldcw are microcoded and slow, and procs almost never change
 # their rounding mode), the stack limit and the callee-saved registers,
-# and leaves for the frame's return address: with `ret` when \how is ret,
-# else with `pop; jmp` (see procrt_start). The out-of-line reload sits
+# and returns to the frame's return address. The out-of-line reload sits
 # after that, at the same stack state (remember/restore_state).
-.macro SWITCH_RESTORE how
+.macro SWITCH_RESTORE
     movl (%esp), %edx
     andl $0xffc0, %edx
     cmpl %edx, %eax
@@ -163,14 +164,7 @@
     popl %ebp
     .cfi_adjust_cfa_offset -4
     .cfi_restore %ebp
-    .ifc \how,ret
     ret
-    .else
-    popl %ecx
-    .cfi_adjust_cfa_offset -4
-    .cfi_register %eip, %ecx
-    jmpl *%ecx
-    .endif
 
     # Out of line: the incoming context runs with other MXCSR or x87
     # control bits.
@@ -198,15 +192,35 @@ procrt_switch:
     .cfi_startproc
     SWITCH_SAVE
     movl %edx, %esp
-    SWITCH_RESTORE ret
+    SWITCH_RESTORE
     .cfi_endproc
     .size procrt_switch, .-procrt_switch
 
-# extern "C" fn procrt_start(save_sp: *mut usize, new_sp: usize);
+# extern "C" fn procrt_start(save_sp: *mut usize, top: usize,
+#     entry: EntryFn, arg: *mut u8, limit: usize);
 #
-# procrt_switch into a fresh proc, entered with `pop; jmp` so that the
-# return-stack buffer keeps the parent's return address while the child
-# runs: see procrt_start in arch/x86_64.s.
+# Saves the running context, like procrt_switch, and enters a fresh proc
+# that has no frame (see procrt_start in arch/x86_64.s: the parent of a
+# spawn, the `jmp` that keeps its return address on the return-stack
+# buffer).
+#
+# On entry: 4(%esp) = where to store the outgoing stack pointer,
+#           8(%esp) = the child's stack top (16-byte aligned),
+#           12(%esp) = its entry function, 16(%esp) = the entry's argument,
+#           20(%esp) = the child segment's stack limit,
+#           0(%esp) = our return address on the outgoing stack.
+# SWITCH_SAVE leaves the top in edx and pushes seven words, so the last
+# three arguments are then at 40, 44 and 48(%esp). ebx, esi and edi were
+# saved, so they are free: entry, argument and limit go there.
+# Then:     running procrt_proc_entry on the child's stack, with esp = top,
+#           ebx = entry, esi = arg, ebp = 0, the limit in %gs:0x30 and the
+#           default MXCSR and x87 control word (loaded only when the
+#           parent's differ: 0x1f80 and 0x037f, MXCSR_DEFAULT and
+#           FPU_CW_DEFAULT of src/arch/native.rs).
+#
+# CFI: until esp moves, SWITCH_SAVE's rules describe the parent's frame;
+# from then on this is the child's first frame, which has no caller
+# (`DW_CFA_undefined eip`), with the CFA at esp.
     .globl procrt_start
     .hidden procrt_start
     .type procrt_start,@function
@@ -214,13 +228,43 @@ procrt_switch:
 procrt_start:
     .cfi_startproc
     SWITCH_SAVE
+    movl 40(%esp), %ebx
+    movl 44(%esp), %esi
+    movl 48(%esp), %edi
     movl %edx, %esp
-    SWITCH_RESTORE jmp
+    .cfi_def_cfa %esp, 0
+    .cfi_undefined %eip
+    .cfi_restore %ebp
+    .cfi_restore %ebx
+    .cfi_restore %esi
+    .cfi_restore %edi
+    movl %edi, %gs:0x30
+    cmpl $0x1f80, %eax
+    jne 2f
+    cmpw $0x037f, %cx
+    jne 2f
+1:
+    xorl %ebp, %ebp
+    jmp procrt_proc_entry
+
+    # Out of line: the parent runs with other MXCSR or x87 control bits;
+    # the child starts with the defaults, loaded from two scratch words
+    # below the top.
+2:
+    pushl $0x037f
+    .cfi_adjust_cfa_offset 4
+    pushl $0x1f80
+    .cfi_adjust_cfa_offset 4
+    ldmxcsr (%esp)
+    fldcw 4(%esp)
+    addl $8, %esp
+    .cfi_adjust_cfa_offset -8
+    jmp 1b
     .cfi_endproc
     .size procrt_start, .-procrt_start
 
-# The first code a fresh proc runs: procrt_switch "returns" here (or
-# procrt_start jumps here).
+# The first code a fresh proc runs: procrt_switch "returns" here into a
+# prepared frame, or procrt_start jumps here.
 #
 # On entry: esp = top of the proc's first segment (16-byte aligned),
 #           ebx = the entry function, `extern "C" fn(arg: *mut u8) -> usize`,
@@ -254,7 +298,7 @@ procrt_proc_entry:
     .cfi_offset %ebx, -12
     .cfi_offset %esi, -16
     .cfi_offset %edi, -20
-    SWITCH_RESTORE ret
+    SWITCH_RESTORE
     .cfi_endproc
     .size procrt_proc_entry, .-procrt_proc_entry
 

@@ -142,3 +142,48 @@ fn a_proc_ending_with_a_changed_mode_does_not_leak_it() {
     assert_eq!(after, (default, default, default));
     assert_eq!((mxcsr(), fpu_cw()), outside);
 }
+
+#[test]
+fn a_child_starts_with_the_default_mode_whatever_its_parent_runs_with() {
+    // A spawn inside a proc enters the child at once (procrt_start), with no
+    // prepared frame: the defaults must be loaded when the parent's words
+    // differ, and the parent's own come back when the child ends.
+    let outside = (mxcsr(), fpu_cw());
+    let cases = [
+        (MXCSR_DEFAULT | MXCSR_ROUND_TOWARD_ZERO, FPU_CW_ODD),
+        (MXCSR_DEFAULT | MXCSR_ROUND_TOWARD_ZERO, FPU_CW_DEFAULT),
+        (MXCSR_DEFAULT, FPU_CW_ODD),
+    ];
+    let seen = procrt::run(move || {
+        cases.map(|(parent_mxcsr, parent_cw)| {
+            set_mxcsr(parent_mxcsr);
+            set_fpu_cw(parent_cw);
+            // Ends without blocking: comes back through procrt_proc_entry.
+            let ended = spawn(|| (mxcsr(), fpu_cw())).unwrap().join().unwrap();
+            let parent_after_end = (mxcsr(), fpu_cw());
+            // Blocks first: the parent resumes through a plain switch.
+            let blocked = spawn(|| {
+                let first = (mxcsr(), fpu_cw());
+                yield_now();
+                first
+            })
+            .unwrap();
+            let parent_while_child_waits = (mxcsr(), fpu_cw());
+            let blocked = blocked.join().unwrap();
+            set_mxcsr(MXCSR_DEFAULT);
+            set_fpu_cw(FPU_CW_DEFAULT);
+            (ended, blocked, parent_after_end, parent_while_child_waits)
+        })
+    });
+    let default = (MXCSR_DEFAULT, FPU_CW_DEFAULT);
+    for ((ended, blocked, after_end, while_waits), parent) in seen.into_iter().zip(cases) {
+        assert_eq!(ended, default, "child of a parent in mode {parent:x?}");
+        assert_eq!(blocked, default, "child of a parent in mode {parent:x?}");
+        assert_eq!(after_end, parent, "the parent's mode after its child ended");
+        assert_eq!(
+            while_waits, parent,
+            "the parent's mode while its child waits"
+        );
+    }
+    assert_eq!((mxcsr(), fpu_cw()), outside);
+}

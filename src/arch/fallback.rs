@@ -113,6 +113,24 @@ impl Context {
     }
 }
 
+impl Context {
+    /// A context for a fresh proc that [`start`] enters: the same
+    /// coroutine as [`prepare`](Self::prepare) makes.
+    ///
+    /// # Safety
+    ///
+    /// As [`prepare`](Self::prepare).
+    pub(crate) unsafe fn unprepared(
+        top: usize,
+        limit: usize,
+        entry: EntryFn,
+        arg: *mut u8,
+    ) -> Self {
+        // SAFETY: the caller's contract is `prepare`'s.
+        unsafe { Self::prepare(top, limit, entry, arg) }
+    }
+}
+
 impl Drop for Context {
     fn drop(&mut self) {
         if let Context::Proc { co, .. } = self {
@@ -155,13 +173,22 @@ pub(crate) unsafe fn switch(from: &Context, to: &Context) {
     }
 }
 
-/// Like [`switch`]; corosensei has nothing to gain from a separate entry
-/// into a fresh coroutine.
+/// Enters the fresh proc `to` (made by [`Context::unprepared`]): here a
+/// plain [`switch`], as corosensei's coroutine holds its own first frame.
+/// Unused while [`DIRECT_SWITCH`] is false (a spawn queues its child).
 ///
 /// # Safety
 ///
-/// As [`switch`].
-pub(crate) unsafe fn start(from: &Context, to: &Context) {
+/// As [`switch`]; `to` never ran.
+pub(crate) unsafe fn start(
+    from: &Context,
+    to: &Context,
+    top: usize,
+    limit: usize,
+    entry: EntryFn,
+    arg: *mut u8,
+) {
+    let _ = (top, limit, entry, arg);
     // SAFETY: the caller's contract is `switch`'s.
     unsafe { switch(from, to) }
 }

@@ -35,7 +35,9 @@
 //! CPU's return-stack buffer, and a proc ends by returning from its entry
 //! function with an [`Exit`] (made by [`exit`]) that names the context to
 //! resume: the child's calls and returns balance, and the parent resumes
-//! with predicted returns (see `arch/x86_64.s`, procrt_start).
+//! with predicted returns (see `arch/x86_64.s`, procrt_start). Such a
+//! child's context is made by [`Context::unprepared`]: `start` is given
+//! the child's stack top, entry and limit, and writes no first frame.
 //!
 //! Rejected: `swapcontext` (a system call per switch to save the signal
 //! mask), and an inline `asm!` switch (the project keeps hand-written

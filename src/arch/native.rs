@@ -12,9 +12,11 @@ extern "C" {
     /// `arch/*.s`: save the running context, store its stack pointer in
     /// `*save_sp`, resume the context whose saved stack pointer is `new_sp`.
     fn procrt_switch(save_sp: *mut usize, new_sp: usize);
-    /// `arch/*.s`: `procrt_switch` into a fresh proc, leaving the caller's
-    /// return address on the return-stack buffer.
-    fn procrt_start(save_sp: *mut usize, new_sp: usize);
+    /// `arch/*.s`: save the running context like `procrt_switch`, and enter
+    /// a fresh proc with no frame, which runs `entry(arg)` from `top` with
+    /// the stack limit `limit`, leaving the caller's return address on the
+    /// return-stack buffer.
+    fn procrt_start(save_sp: *mut usize, top: usize, entry: EntryFn, arg: *mut u8, limit: usize);
     /// `arch/*.s`: the first code a fresh proc runs. Never called from Rust;
     /// only its address is taken.
     fn procrt_proc_entry();
@@ -125,6 +127,26 @@ impl Context {
 }
 
 impl Context {
+    /// A context for a fresh proc that only [`start`] enters (a spawn that
+    /// runs its child at once), which is then given the same arguments.
+    /// Nothing is written: `procrt_start` sets up from those arguments what
+    /// a prepared frame would hold, and the context gets its saved stack
+    /// pointer when the proc first switches away.
+    ///
+    /// # Safety
+    ///
+    /// As [`prepare`](Self::prepare), whose arguments these are.
+    #[inline(always)]
+    pub(crate) unsafe fn unprepared(
+        top: usize,
+        limit: usize,
+        entry: EntryFn,
+        arg: *mut u8,
+    ) -> Self {
+        let _ = (top, limit, entry, arg);
+        Self::default()
+    }
+
     /// The stack pointer saved for a suspended (or prepared) context;
     /// `None` while none is (the scheduler's context before it first
     /// switches away).
@@ -183,19 +205,38 @@ pub(crate) unsafe fn switch(from: &Context, to: &Context) {
     unsafe { procrt_switch(from.sp.as_ptr(), to.sp.get()) }
 }
 
-/// Like [`switch`], for a parent that starts its fresh child `to` and
-/// waits while it runs: `procrt_start` keeps the parent's return address
-/// on the return-stack buffer, so that a child that ends without blocking
-/// hands the CPU back with predicted returns (see `arch/*.s`).
+/// Suspends the running context into `from` and enters the fresh proc
+/// `to`, made by [`Context::unprepared`] with the same arguments, for a
+/// parent that waits while its child runs (a spawn). `procrt_start` builds
+/// the child's first state from the arguments, and keeps the parent's
+/// return address on the return-stack buffer, so that a child that ends
+/// without blocking hands the CPU back with predicted returns (see
+/// `arch/*.s`). Returns when some context switches back to `from`.
 ///
 /// # Safety
 ///
-/// As [`switch`], and `to` was prepared and never run.
+/// `from` must describe the running context; `to` a fresh context that
+/// never ran, made by `Context::unprepared(top, limit, entry, arg)` with
+/// these arguments, whose contract they must meet; neither context may be
+/// moved or freed while suspended.
 #[inline(always)]
-pub(crate) unsafe fn start(from: &Context, to: &Context) {
-    // SAFETY: as in `switch`; procrt_start differs only in how it enters
-    // the incoming context, which is a prepared frame.
-    unsafe { procrt_start(from.sp.as_ptr(), to.sp.get()) }
+pub(crate) unsafe fn start(
+    from: &Context,
+    to: &Context,
+    top: usize,
+    limit: usize,
+    entry: EntryFn,
+    arg: *mut u8,
+) {
+    // `to` gets its saved stack pointer when the child first switches
+    // away (through its own `&Context`); nothing to read from it here.
+    let _ = to;
+    // SAFETY: `from.sp` is a valid place to store the running context's
+    // stack pointer; `top`, `limit`, `entry` and `arg` describe a stack
+    // nothing else uses and a valid entry (the contract of `unprepared`,
+    // which is `prepare`'s). procrt_start preserves every callee-saved
+    // register of the caller, which resumes as from an ordinary call.
+    unsafe { procrt_start(from.sp.as_ptr(), top, entry, arg, limit) }
 }
 
 /// What a proc's entry function returns when the proc has ended: the

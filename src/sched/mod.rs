@@ -6,9 +6,10 @@
 //! control block lives in one heap allocation together with the proc's
 //! typed result slot, counted by hand between the runtime, the proc's
 //! `JoinHandle` and its `Unparker`s. The closure is not boxed: spawn writes
-//! it at the top of the proc's fresh segment and lays the first switch frame
-//! below it, so a spawn costs one small allocation and, with a warm segment
-//! cache, no system call.
+//! it at the top of the proc's fresh segment; a child that is queued gets
+//! its first switch frame below it, and one that runs at once (a spawn
+//! inside a proc) is entered without one (`arch::start`). So a spawn costs
+//! one small allocation and, with a warm segment cache, no system call.
 //!
 //! One OS thread runs one runtime. Switching is *direct*: a proc that blocks
 //! picks the next runnable proc itself and switches straight to it (one

@@ -1071,35 +1071,49 @@ impl Rt {
         let seg = self.with_pool(|p| p.alloc(size))?;
         // The closure sits at the top of the stack, the first frame below it.
         let closure = (seg.top() - std::mem::size_of::<F>()) & !15;
+        let (limit, entry, arg): (usize, arch::EntryFn, *mut u8) =
+            (seg.limit(), proc_main::<F, T>, closure as *mut u8);
+        // A spawn inside a proc runs the child at once (direct switching
+        // only); otherwise the child is queued.
+        let parent = if arch::DIRECT_SWITCH {
+            self.current.get()
+        } else {
+            None
+        };
         // SAFETY: 1. [closure, top) lies in the fresh segment's usable area
         // (size_of F <= min_segment / 4) and is 16-byte aligned, enough for F
-        // (align <= 16). 2. The frame `prepare` writes lies below `closure`,
-        // inside the same segment.
+        // (align <= 16). 2. Below `closure` lies the rest of the same fresh
+        // segment, for the frame `prepare` writes or the child's first
+        // frames (the contract of both).
         let ctx = unsafe {
             std::ptr::write(closure as *mut F, f);
-            Context::prepare(closure, seg.limit(), proc_main::<F, T>, closure as *mut u8)
+            match parent {
+                Some(_) => Context::unprepared(closure, limit, entry, arg),
+                None => Context::prepare(closure, limit, entry, arg),
+            }
         };
         let seq = self.next_seq();
         // Also enters the proc in the live table.
-        let p = new_proc::<F, T>(seq, name, self, ctx, seg, max_stack, closure as *mut u8);
+        let p = new_proc::<F, T>(seq, name, self, ctx, seg, max_stack, arg);
         let handle = JoinHandle::from_ref(p);
-        match self.current.get() {
-            Some(me) if arch::DIRECT_SWITCH => {
+        match parent {
+            Some(me) => {
                 // Start the child now; the parent waits at the LIFO front.
                 me.get().state.set(State::Runnable);
                 me.get().in_spawn.set(true);
                 self.lifo.push_front(me);
                 p.get().state.set(State::Running);
                 self.set_current(Some(p));
-                // SAFETY: `me` is running; `p` was just prepared.
-                unsafe { arch::start(&me.get().ctx, &p.get().ctx) };
+                // SAFETY: `me` is running; `p`'s context was made by
+                // `unprepared` with these arguments and never ran.
+                unsafe { arch::start(&me.get().ctx, &p.get().ctx, closure, limit, entry, arg) };
                 self.after_switch();
                 me.get().in_spawn.set(false);
                 if me.get().cancel.get() {
                     self.cancel_point(me);
                 }
             }
-            _ => {
+            None => {
                 self.lifo.push_front(p);
             }
         }
