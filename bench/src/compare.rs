@@ -4,6 +4,13 @@
 //! of medians with procrt's ratio to each peer, the aims checked, and one
 //! `RESULT compare WORKLOAD ...` line per workload.
 //!
+//! Within a run, the implementations of one workload take turns to go
+//! first ([`run_order`]). A run that follows a peer's memory-hungry one is
+//! slower on this VM (the kernel reclaims in the background: a procrt
+//! skynet right after a `may pingpong` took 59 to 97 ms, against 55 to 59
+//! alone), and with a fixed order the same implementation was always the
+//! one that came right after the previous workload's peers.
+//!
 //! A child that runs longer than [`CHILD_TIMEOUT`] is killed and counts as
 //! failed; one that exits 3 was skipped (the reason is its stderr). Every
 //! count below is fixed, so the whole comparison is bounded: at most
@@ -164,6 +171,25 @@ fn fields(text: &str, prefix: &str, into: &mut HashMap<String, String>) -> bool 
         into.insert(k.to_owned(), v.to_owned());
     }
     true
+}
+
+/// The order of run `run` (from 0): the cases of each workload (the
+/// consecutive cases with the same workload name) start at a different
+/// implementation each run, so that none always comes first, right after
+/// the previous workload's cases.
+fn run_order(cases: &[Case], run: usize) -> Vec<usize> {
+    let mut order = Vec::with_capacity(cases.len());
+    let mut start = 0;
+    while start < cases.len() {
+        let workload = cases[start].args.get(1);
+        let n = cases[start..]
+            .iter()
+            .take_while(|c| c.args.get(1) == workload)
+            .count();
+        order.extend((0..n).map(|i| start + (i + run) % n));
+        start += n;
+    }
+    order
 }
 
 fn run_case(case: &mut Case) {
@@ -446,7 +472,8 @@ pub fn main(args: impl Iterator<Item = String>) -> ExitCode {
         sizes.runs
     );
     for run in 0..sizes.runs {
-        for case in cases.iter_mut() {
+        for i in run_order(&cases, run) {
+            let case = &mut cases[i];
             if case.skipped.is_some() || case.failures.len() >= MAX_FAILURES {
                 continue;
             }
@@ -622,4 +649,37 @@ pub fn main(args: impl Iterator<Item = String>) -> ExitCode {
         eprintln!("compare: some runs failed (see notes)");
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(args: &str) -> Case {
+        Case {
+            args: args_of(args),
+            samples: Vec::new(),
+            skipped: None,
+            failures: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn each_workload_starts_with_another_implementation_each_run() {
+        let cases: Vec<Case> = [
+            "procrt pingpong 10",
+            "tokio pingpong 10",
+            "threads pingpong 1",
+            "procrt skynet",
+            "tokio skynet",
+            "procrt nodepingpong 5",
+        ]
+        .iter()
+        .map(|a| case(a))
+        .collect();
+        assert_eq!(run_order(&cases, 0), [0, 1, 2, 3, 4, 5]);
+        assert_eq!(run_order(&cases, 1), [1, 2, 0, 4, 3, 5]);
+        assert_eq!(run_order(&cases, 2), [2, 0, 1, 3, 4, 5]);
+        assert_eq!(run_order(&cases, 3), [0, 1, 2, 4, 3, 5]);
+    }
 }
