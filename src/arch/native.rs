@@ -363,4 +363,55 @@ mod tests {
             unsafe { *((sp + std::mem::size_of::<usize>() * LIMIT_WORD) as *const usize) };
         assert_eq!(frame_limit, 0xabc0 + 16);
     }
+
+    #[test]
+    fn start_enters_a_fresh_proc_with_its_limit_and_the_parent_gets_its_own_back() {
+        /// What the child saw, and where the two contexts are.
+        struct Seen {
+            contexts: Cell<*const (Context, Context)>,
+            limit: Cell<usize>,
+            sp: Cell<usize>,
+        }
+        extern "C" fn body(arg: *mut u8) -> Exit {
+            // SAFETY: `arg` is the test's `Seen`, and `contexts` points at
+            // the test's pair; both outlive the child, which returns
+            // before the test goes on.
+            let seen = unsafe { &*(arg as *const Seen) };
+            // SAFETY: as above.
+            let (parent, me) = unsafe { &*seen.contexts.get() };
+            seen.limit.set(stack_limit());
+            seen.sp.set(stack_pointer());
+            // SAFETY: this child is running and ends here; the parent is
+            // suspended in `start`.
+            unsafe { exit(me, parent) }
+        }
+        let mut stack = vec![0u128; 1024];
+        let top = (stack.as_mut_ptr() as usize + 1024 * 16) & !15;
+        let seen = Seen {
+            contexts: Cell::new(std::ptr::null()),
+            limit: Cell::new(0),
+            sp: Cell::new(0),
+        };
+        let arg = &seen as *const Seen as *mut u8;
+        let saved = stack_limit();
+        // SAFETY: `stack` is ours, 16 KiB, 16-byte aligned at `top`, and
+        // outlives the child, which ends before `start` returns; `body`
+        // takes `arg` as the `Seen` it is.
+        let pair = (Context::current(), unsafe {
+            Context::unprepared(top, 0xabc0, body, arg)
+        });
+        assert_eq!(pair.1.saved_sp(), None, "nothing was written");
+        seen.contexts.set(&pair);
+        // SAFETY: `pair.0` is the running context; `pair.1` was made by
+        // `unprepared` with these arguments and never ran.
+        unsafe { start(&pair.0, &pair.1, top, 0xabc0, body, arg) };
+        assert_eq!(seen.limit.get(), 0xabc0, "the child runs with its limit");
+        let sp = seen.sp.get();
+        assert!(
+            sp < top && sp > top - 8192,
+            "the child ran on its stack: {sp:#x}, top {top:#x}"
+        );
+        assert_eq!(stack_limit(), saved, "the parent's limit is back");
+        drop(stack);
+    }
 }
