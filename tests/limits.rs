@@ -4,9 +4,12 @@
 
 mod util;
 
-use procrt::{park, spawn, unparker, BuildError, JoinHandle, Runtime, SpawnErrorKind, Unparker};
+use procrt::{
+    park, spawn, unparker, yield_now, BuildError, JoinHandle, Runtime, SpawnErrorKind, Unparker,
+};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::time::Duration;
 use util::DropCounter;
 
 /// Spawns procs that park until `release` is set, until spawn fails.
@@ -128,4 +131,57 @@ fn first_segment_larger_than_the_reservation_is_a_build_error() {
         .err()
         .expect("built a runtime whose first segment cannot fit");
     assert!(e.to_string().contains("exceeds"), "{e}");
+}
+
+#[test]
+fn upkeep_that_cannot_get_stack_waits_instead_of_failing_a_proc() {
+    // The scheduler runs its periodic checks (timers, I/O, hibernation
+    // sweeps) on the stack of the proc that is switching away, and a sweep
+    // needs 16 KiB. With a sweep due at every check and the pool used up,
+    // a check on a child's small segment cannot get that stack: it must
+    // wait for a later pick. (It used to panic in the proc, inside
+    // `yield_now`, or abort the process on the way out of one that had
+    // ended: tests/map_limit.rs failed now and then that way.)
+    let rt = Runtime::builder()
+        .reservation(4 << 20)
+        .first_segment_size(procrt::stack::MIN_SEGMENT_GUARDED)
+        .hibernate_after(Some(Duration::from_nanos(1)))
+        .build()
+        .unwrap();
+    let (children, yields) = rt.block_on(|| {
+        let stop = Rc::new(Cell::new(false));
+        let yields = Rc::new(Cell::new(0u64));
+        let mut handles = Vec::new();
+        let kind = loop {
+            let (s, y) = (stop.clone(), yields.clone());
+            match spawn(move || {
+                while !s.get() {
+                    yield_now();
+                    y.set(y.get() + 1);
+                }
+            }) {
+                Ok(h) => handles.push(h),
+                Err(e) => break e.kind().clone(),
+            }
+        };
+        assert!(
+            matches!(kind, SpawnErrorKind::PoolExhausted { .. }),
+            "{kind:?}"
+        );
+        // The children yield in turn, on their small segments, with the
+        // pool full: enough picks for about ten sweep checks (one every
+        // 4,096 picks), nearly all of them on a child.
+        while yields.get() < 40_000 {
+            yield_now();
+        }
+        stop.set(true);
+        let children = handles.len();
+        for h in handles {
+            h.join().expect("a child failed in the scheduler's upkeep");
+        }
+        (children, yields.get())
+    });
+    assert!(children > 100, "{children} children filled the pool");
+    assert!(yields >= 40_000);
+    assert_eq!(rt.live_procs(), 0);
 }

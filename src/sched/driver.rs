@@ -157,18 +157,20 @@ impl Rt {
     }
 
     /// Runs inside `next_runnable`, on the stack of a proc that is
-    /// switching away, which was only promised `ENTRY_STACK` bytes: spawning
-    /// an injected proc needs more, so make sure of `TICK_STACK`.
+    /// switching away (or ending), which was only promised `ENTRY_STACK`
+    /// bytes: spawning an injected proc needs more, so make sure of
+    /// `TICK_STACK`. When no segment can be had for it, the poll waits for
+    /// a later check, or for `idle` on the scheduler's own stack.
     #[cold]
     fn io_tick_slow(&self, o: &Opened) {
-        crate::stack::grow(TICK_STACK, || {
+        let _ = crate::stack::try_grow(TICK_STACK, || {
             if o.reactor.waiting() > 0 {
                 self.poll_reactor(o, 0);
             }
             if o.remote.is_pending() {
                 self.drain_remote(o);
             }
-        })
+        });
     }
 
     /// Nothing is runnable: wait in the driver until an fd is ready, a

@@ -238,16 +238,19 @@ impl Rt {
         if self.shutting_down() {
             return;
         }
-        let from = match h.cursor.get() {
-            Some(c) => c,
-            None if now.saturating_duration_since(h.last_pass.get()) >= after => {
-                h.last_pass.set(now);
-                h.marking.set(false);
-                0
-            }
+        let (from, starts) = match h.cursor.get() {
+            Some(c) => (c, false),
+            None if now.saturating_duration_since(h.last_pass.get()) >= after => (0, true),
             None => return,
         };
-        stack::grow(SWEEP_STACK, || {
+        // On a proc's stack that cannot get SWEEP_STACK (the pool or the
+        // kernel's map count is used up, or the proc is at its limit), the
+        // step waits for a later check: nothing is changed before it runs.
+        let _ = stack::try_grow(SWEEP_STACK, || {
+            if starts {
+                h.last_pass.set(now);
+                h.marking.set(false);
+            }
             let to = self.sweep(from, budget);
             if to.is_some() {
                 h.cursor.set(to);

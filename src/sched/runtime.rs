@@ -31,6 +31,10 @@ const FAIR_STREAK: u32 = 61;
 /// (address space: only the pages it touches cost memory).
 const ROOT_SEGMENT: usize = 1 << 20;
 
+/// Stack the periodic timer check makes sure of: the wakes it makes, and a
+/// hibernated sleeper's `RESTORE_STACK` (4 KiB) on top of them.
+const TIMER_STACK: usize = 8 * 1024;
+
 /// Rounds of resuming cancelled procs before a runtime's drop abandons the
 /// ones that still block.
 const CANCEL_ROUNDS: usize = 3;
@@ -647,10 +651,23 @@ impl Rt {
 
     /// Every `CHECK_EVERY` picks: fires the timers that are due, if any are
     /// armed, and polls the I/O driver (see `io_tick`).
+    ///
+    /// These run on the stack of the proc that is switching away, also of
+    /// one that has ended (from `exit`), where a panic would reach no one:
+    /// each check that needs more stack gets it with `stack::try_grow`, and
+    /// waits for a later pick (or for `idle`, on the scheduler's own stack)
+    /// when no segment can be had (the pool or `vm.max_map_count` is used
+    /// up). Firing timers may put back a hibernated proc's stack, which
+    /// takes `RESTORE_STACK` of its own.
     #[cold]
     fn periodic_checks(&self) {
-        if self.next_deadline().is_some() {
-            self.fire_timers(Instant::now());
+        if let Some(deadline) = self.next_deadline() {
+            let now = Instant::now();
+            // Only when one is due: a crossing leaves the proc a spare
+            // segment, which checks with nothing to do should not cost.
+            if deadline <= now {
+                let _ = stack::try_grow(TIMER_STACK, || self.fire_timers(now));
+            }
         }
         self.io_tick();
         self.hibernation_tick(self.ticks.get());

@@ -35,6 +35,14 @@
 //! already down to its last few hundred bytes may instead hit the guard
 //! page (reported, never silent).
 //!
+//! The runtime's own upkeep, which runs on whichever proc's stack the
+//! scheduler is on (periodic timer, I/O and hibernation checks), uses
+//! `try_grow` instead: where `grow` would panic because no segment can be
+//! had (the limit, an exhausted pool, the kernel's map count), it returns
+//! `None` and the check waits for a later pick. A panic there would land
+//! in a proc that asked for nothing, or, on the way out of a proc that has
+//! ended, reach no one and abort the process.
+//!
 //! The stack layer does not know procs: the scheduler records the running
 //! proc's chain in a thread-local at every switch (`set_running_chain`), and
 //! `grow` reads it from there.
@@ -193,6 +201,22 @@ impl Chain {
             &format_args!("asked to grow by {bytes} bytes"),
             "grow the stack",
         )
+    }
+
+    /// Like [`fresh_segment`](Self::fresh_segment), for a caller that can
+    /// do without: `None` when the segment would take the chain past its
+    /// limit or the pool cannot hand one out (no memory left in the
+    /// reservation, or the kernel refuses another guard page).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn try_fresh_segment(&self, bytes: usize) -> Option<Segment> {
+        let pool = self.pool();
+        let need = pool.segment_size_for(bytes.saturating_add(self.overhead));
+        let size = need.max(self.current.get().size().saturating_mul(2));
+        if self.reserved.get().saturating_add(size) > self.max {
+            return None;
+        }
+        pool.alloc(size).ok()
     }
 
     /// Links `seg` on top of the chain, the current segment left at `sp`.
@@ -433,6 +457,43 @@ fn grow_slow<R, F: FnOnce() -> R>(bytes: usize, f: F) -> R {
     chain.pop();
     match out {
         Ok(v) => v,
+        Err(payload) => resume_unwind(payload),
+    }
+}
+
+/// Like [`grow`], for the runtime's own upkeep, which can wait for a
+/// better moment: `None`, without running `f`, where `grow` would panic
+/// because no segment can be had (the proc is at its stack limit, the
+/// pool's reservation is used up, or the kernel refuses another guard page
+/// at `vm.max_map_count`). A panic in `f` continues in the caller.
+///
+/// The scheduler runs its periodic checks (timers, I/O, hibernation
+/// sweeps) on whichever proc's stack it is on, also on the way out of a
+/// proc that has ended, where a panic could not be delivered to anyone: a
+/// check that cannot get stack is put off to a later pick instead.
+#[inline(always)]
+pub(crate) fn try_grow<R, F: FnOnce() -> R>(bytes: usize, f: F) -> Option<R> {
+    let limit = arch::stack_limit();
+    if arch::stack_pointer().saturating_sub(limit) >= bytes {
+        return Some(f());
+    }
+    try_grow_slow(bytes, f)
+}
+
+/// The crossing part of [`try_grow`].
+#[inline(never)]
+fn try_grow_slow<R, F: FnOnce() -> R>(bytes: usize, f: F) -> Option<R> {
+    let Some(chain) = running_chain() else {
+        return Some(f());
+    };
+    let seg = match chain.take_spare(bytes) {
+        Some(s) => s,
+        None => chain.try_fresh_segment(bytes)?,
+    };
+    let out = run_linked(chain, seg, None, f);
+    chain.pop();
+    match out {
+        Ok(v) => Some(v),
         Err(payload) => resume_unwind(payload),
     }
 }

@@ -57,7 +57,7 @@ mod pool;
 
 pub use foreign::{foreign, foreign_with, FOREIGN_STACK};
 pub use grow::{grow, usage, StackUsage, DEFAULT_MAX_STACK};
-pub(crate) use grow::{set_running_chain, Chain, ENTRY_STACK};
+pub(crate) use grow::{set_running_chain, try_grow, Chain, ENTRY_STACK};
 pub(crate) use overflow::{install as install_overflow_handler, set_reporter, SignalBuf};
 pub(crate) use pool::PoolConfig;
 pub use pool::PoolStats;
