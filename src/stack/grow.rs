@@ -184,39 +184,38 @@ impl Chain {
     #[cold]
     #[inline(never)]
     pub(super) fn fresh_segment(&self, bytes: usize) -> (Segment, Option<String>) {
-        let pool = self.pool();
         if self.spare_size.get() != 0 {
-            let spare = self
-                .current
-                .get()
-                .with_base_and_size(self.spare_base.get(), self.spare_size.get());
-            self.spare_size.set(0);
-            // SAFETY: the spare is a dead segment of this chain's pool.
-            unsafe { pool.free(spare) };
+            self.free_spare();
         }
-        let need = pool.segment_size_for(bytes.saturating_add(self.overhead));
-        let size = need.max(self.current.get().size().saturating_mul(2));
         self.take_within_limit(
-            size,
+            self.grown_size(bytes),
             &format_args!("asked to grow by {bytes} bytes"),
             "grow the stack",
         )
     }
 
+    /// The size of a new segment for `bytes`: room for them above its
+    /// limit, and twice the current segment at least.
+    fn grown_size(&self, bytes: usize) -> usize {
+        let need = self
+            .pool()
+            .segment_size_for(bytes.saturating_add(self.overhead));
+        need.max(self.current.get().size().saturating_mul(2))
+    }
+
     /// Like [`fresh_segment`](Self::fresh_segment), for a caller that can
     /// do without: `None` when the segment would take the chain past its
     /// limit or the pool cannot hand one out (no memory left in the
-    /// reservation, or the kernel refuses another guard page).
+    /// reservation, or the kernel refuses another guard page). The spare
+    /// stays as it is either way (the next `pop` replaces it).
     #[cold]
     #[inline(never)]
     pub(super) fn try_fresh_segment(&self, bytes: usize) -> Option<Segment> {
-        let pool = self.pool();
-        let need = pool.segment_size_for(bytes.saturating_add(self.overhead));
-        let size = need.max(self.current.get().size().saturating_mul(2));
+        let size = self.grown_size(bytes);
         if self.reserved.get().saturating_add(size) > self.max {
             return None;
         }
-        pool.alloc(size).ok()
+        self.pool().alloc(size).ok()
     }
 
     /// Links `seg` on top of the chain, the current segment left at `sp`.
@@ -452,6 +451,18 @@ fn grow_slow<R, F: FnOnce() -> R>(bytes: usize, f: F) -> R {
         Some(s) => (s, None),
         None => chain.fresh_segment(bytes),
     };
+    run_and_unlink(chain, seg, refused, f)
+}
+
+/// The end of both slow paths: runs `f` on `seg` ([`run_linked`]), unlinks
+/// `seg` as the spare, and resumes a panic of `f`.
+#[inline(always)]
+fn run_and_unlink<R, F: FnOnce() -> R>(
+    chain: &Chain,
+    seg: Segment,
+    refused: Option<String>,
+    f: F,
+) -> R {
     let out = run_linked(chain, seg, refused, f);
     // Still the same proc: a proc's grow returns on the proc that called it.
     chain.pop();
@@ -490,12 +501,7 @@ fn try_grow_slow<R, F: FnOnce() -> R>(bytes: usize, f: F) -> Option<R> {
         Some(s) => s,
         None => chain.try_fresh_segment(bytes)?,
     };
-    let out = run_linked(chain, seg, None, f);
-    chain.pop();
-    match out {
-        Ok(v) => Some(v),
-        Err(payload) => resume_unwind(payload),
-    }
+    Some(run_and_unlink(chain, seg, None, f))
 }
 
 /// Links `seg` to `chain`, runs `f` on it with the slot set to its limit
